@@ -1,0 +1,36 @@
+# Two commands matter: `make run` (start the gateway) and `make test` (the whole suite).
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck pytest services bootstrap bench clean
+
+bootstrap:  ## install uv if missing, then the locked environment
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+run: bootstrap  ## migrate, then serve (demo mode + simulator when GATEWAY_UPSTREAM_API_KEY is unset)
+	$(UV) run --frozen seedance-gateway migrate
+	$(UV) run --frozen seedance-gateway serve --host $(HOST) --port $(PORT)
+
+test: bootstrap services lint typecheck pytest  ## everything CI runs
+
+services:  ## start PostgreSQL and Redis if they are not answering
+	@bash scripts/ensure-services.sh
+
+lint:
+	$(UV) run --frozen ruff check $(wildcard app tests bench migrations)
+	$(UV) run --frozen ruff format --check $(wildcard app tests bench migrations)
+
+typecheck:
+	$(UV) run --frozen mypy
+
+pytest:
+	$(UV) run --frozen pytest
+
+bench: bootstrap services  ## benchmarks (figures are ratios against a baseline run alongside)
+	$(UV) run --frozen python -m bench
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache gateway.db*

@@ -1,0 +1,104 @@
+"""Admin routes for money: prices, budgets and usage reports (JSON or CSV)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import PlainTextResponse, Response
+
+from app.admin.billing_schemas import BudgetPublic, BudgetSet, PriceCreate, PricePublic
+from app.admin.deps import require_admin
+from app.db import SessionDep
+from app.usage import budgets, prices, reports
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.get("/prices")
+async def list_prices(session: SessionDep, model: str | None = None) -> list[PricePublic]:
+    """Every price (history included), newest first per model and tier."""
+    return [PricePublic.model_validate(p) for p in await prices.list_prices(session, model=model)]
+
+
+@router.post("/prices", status_code=201)
+async def add_price(body: PriceCreate, session: SessionDep) -> PricePublic:
+    """Add a price from `effective_from` (default now); older tasks keep the price they had."""
+    price = await prices.add_price(
+        session,
+        model=body.model,
+        service_tier=body.service_tier,
+        currency=body.currency,
+        micros_per_million_tokens=body.micros(),
+        effective_from=body.effective_from,
+    )
+    return PricePublic.model_validate(price)
+
+
+@router.put("/users/{user_id}/budget")
+async def set_user_budget(user_id: str, body: BudgetSet, session: SessionDep) -> BudgetPublic:
+    """Set or replace a user's budget."""
+    budget = await budgets.set_budget(
+        session,
+        user_id=user_id,
+        key_id=None,
+        period=body.period,
+        limit_micros=body.micros(),
+        limit_tokens=body.limit_tokens,
+    )
+    return BudgetPublic.model_validate(budget)
+
+
+@router.put("/keys/{key_id}/budget")
+async def set_key_budget(key_id: str, body: BudgetSet, session: SessionDep) -> BudgetPublic:
+    """Set or replace one key's budget (on top of its user's)."""
+    budget = await budgets.set_budget(
+        session,
+        user_id="",
+        key_id=key_id,
+        period=body.period,
+        limit_micros=body.micros(),
+        limit_tokens=body.limit_tokens,
+    )
+    return BudgetPublic.model_validate(budget)
+
+
+@router.get("/users/{user_id}/budgets")
+async def list_budgets(user_id: str, session: SessionDep) -> list[BudgetPublic]:
+    """A user's budget and its keys' budgets."""
+    return [
+        BudgetPublic.model_validate(b) for b in await budgets.budgets_of(session, user_id=user_id)
+    ]
+
+
+@router.delete("/users/{user_id}/budget", status_code=204)
+async def delete_user_budget(user_id: str, session: SessionDep) -> Response:
+    """Remove a user's budget."""
+    await budgets.delete_budget(session, scope=f"user:{user_id}")
+    return Response(status_code=204)
+
+
+@router.delete("/keys/{key_id}/budget", status_code=204)
+async def delete_key_budget(key_id: str, session: SessionDep) -> Response:
+    """Remove a key's budget."""
+    await budgets.delete_budget(session, scope=f"key:{key_id}")
+    return Response(status_code=204)
+
+
+@router.get("/usage", response_model=None)
+async def usage(
+    session: SessionDep,
+    group_by: Annotated[reports.GroupBy, Query()] = "user",
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    user_id: str | None = None,
+    format: Literal["json", "csv"] = "json",
+) -> dict[str, Any] | PlainTextResponse:
+    """Per group: tasks, settled tokens and cost, open reservations (tasks created in range)."""
+    rows = await reports.usage_report(
+        session, group_by=group_by, start=start, end=end, user_id=user_id
+    )
+    if format == "csv":
+        return PlainTextResponse(reports.to_csv(rows, group_by=group_by), media_type="text/csv")
+    return {"group_by": group_by, "from": start, "to": end, "rows": [r.as_dict() for r in rows]}

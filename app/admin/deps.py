@@ -1,0 +1,23 @@
+"""The admin guard: `Authorization: Bearer $GATEWAY_ADMIN_TOKEN`, compared in constant time."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import Request
+
+from app.errors import AuthenticationFailed
+from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
+from app.resources import ResourcesDep
+
+
+async def require_admin(request: Request, resources: ResourcesDep) -> None:
+    """401 unless the request carries the admin token (the admin API is off without one)."""
+    configured = resources.settings.admin_token
+    if configured is None:
+        raise AuthenticationFailed("The admin API is disabled: GATEWAY_ADMIN_TOKEN is not set.")
+    address = await refuse_throttled_client(request, resources)
+    presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not secrets.compare_digest(presented.encode(), configured.get_secret_value().encode()):
+        await count_auth_failure(resources, address)
+        raise AuthenticationFailed("The admin token in the request is missing or invalid.")

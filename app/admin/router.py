@@ -1,0 +1,87 @@
+"""Admin routes under `/admin/v1`: users and their keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from app.admin.deps import require_admin
+from app.admin.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    KeyUpdate,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+from app.db import SessionDep
+from app.keys import service
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.post("/users", status_code=201)
+async def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
+    """Create a user."""
+    user = await service.create_user(session, name=body.name, allowed_models=body.allowed_models)
+    return UserPublic.model_validate(user)
+
+
+@router.get("/users")
+async def list_users(session: SessionDep) -> list[UserPublic]:
+    """List every user."""
+    return [UserPublic.model_validate(user) for user in await service.list_users(session)]
+
+
+@router.get("/users/{user_id}")
+async def get_user(user_id: str, session: SessionDep) -> UserPublic:
+    """Show one user."""
+    return UserPublic.model_validate(await service.get_user(session, user_id=user_id))
+
+
+@router.patch("/users/{user_id}")
+async def update_user(user_id: str, body: UserUpdate, session: SessionDep) -> UserPublic:
+    """Rename, disable or re-enable a user, or change the models it may use."""
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    if changes.get("disabled") is None:
+        changes.pop("disabled", None)
+    user = await service.update_user(session, user_id=user_id, changes=changes)
+    return UserPublic.model_validate(user)
+
+
+@router.post("/users/{user_id}/keys", status_code=201)
+async def create_key(user_id: str, body: KeyCreate, session: SessionDep) -> KeyCreated:
+    """Issue a key; the plaintext is in this answer and nowhere else, ever."""
+    key, plaintext = await service.create_key(
+        session, user_id=user_id, name=body.name, expires_at=body.expires_at
+    )
+    return KeyCreated.model_validate(
+        {**KeyPublic.model_validate(key).model_dump(), "key": plaintext}
+    )
+
+
+@router.get("/users/{user_id}/keys")
+async def list_keys(user_id: str, session: SessionDep) -> list[KeyPublic]:
+    """A user's keys (prefix and metadata only)."""
+    return [
+        KeyPublic.model_validate(key) for key in await service.list_keys(session, user_id=user_id)
+    ]
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, body: KeyUpdate, session: SessionDep) -> KeyPublic:
+    """Rename a key or change its limit overrides (null restores the default)."""
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    return KeyPublic.model_validate(
+        await service.update_key(session, key_id=key_id, changes=changes)
+    )
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, session: SessionDep) -> KeyPublic:
+    """Revoke a key; it stops working on every process within a second."""
+    return KeyPublic.model_validate(await service.revoke_key(session, key_id=key_id))

@@ -1,0 +1,252 @@
+"""The `seedance-gateway` command: migrate, serve, simulate, users and keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from app import demo
+from app.admin.schemas import LimitOverrides
+from app.cli_billing import add_commands as add_billing_commands
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.errors import GatewayError
+from app.keys import service as keys
+from app.logs import configure_logging
+from app.main import create_app
+from app.migrate import upgrade_to_head
+from app.simulator.app import create_simulator_app
+from app.simulator.state import SimConfig
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    secrets = [settings.upstream_key()]
+    if settings.admin_token is not None:
+        secrets.append(settings.admin_token.get_secret_value())
+    configure_logging(settings.log_level, secrets=secrets)
+    try:
+        args.handler(args, settings)
+    except GatewayError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seedance-gateway", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations (Alembic upgrade head)"
+    )
+    migrate.set_defaults(handler=_migrate)
+
+    serve = commands.add_parser("serve", help="run the gateway (demo mode without an upstream key)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    simulate = commands.add_parser("simulate", help="run the fake Seedance upstream on its own")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8001)
+    simulate.add_argument(
+        "--api-key",
+        default=None,
+        help="master key it accepts (default: GATEWAY_UPSTREAM_API_KEY or the demo key)",
+    )
+    simulate.add_argument("--queued-seconds", type=float, default=1.0)
+    simulate.add_argument("--running-seconds", type=float, default=2.0)
+    simulate.set_defaults(handler=_simulate)
+
+    users = commands.add_parser("users", help="manage users").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    create_user = users.add_parser("create", help="create a user")
+    create_user.add_argument("name")
+    create_user.add_argument("--allowed-models", default=None, help="comma-separated model ids")
+    create_user.set_defaults(handler=_users_create)
+    users.add_parser("list", help="list users").set_defaults(handler=_users_list)
+    user_limits = users.add_parser("limits", help="override a user's limits")
+    user_limits.add_argument("user_id")
+    _limit_options(user_limits)
+    user_limits.set_defaults(handler=_users_limits)
+
+    keys_parser = commands.add_parser("keys", help="manage gateway keys")
+    key_actions = keys_parser.add_subparsers(required=True, metavar="ACTION")
+    create_key = key_actions.add_parser("create", help="issue a key (printed once)")
+    create_key.add_argument("--user", required=True, help="user id")
+    create_key.add_argument("--name", default="")
+    create_key.set_defaults(handler=_keys_create)
+    list_keys = key_actions.add_parser("list", help="list a user's keys")
+    list_keys.add_argument("--user", required=True, help="user id")
+    list_keys.set_defaults(handler=_keys_list)
+    revoke = key_actions.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=_keys_revoke)
+    key_limits = key_actions.add_parser("limits", help="override a key's limits")
+    key_limits.add_argument("key_id")
+    _limit_options(key_limits)
+    key_limits.set_defaults(handler=_keys_limits)
+    add_billing_commands(commands, _with_session)
+    return parser
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    hint = " ('default' restores the gateway default)"
+    parser.add_argument("--create-rate", help="e.g. 30/minute" + hint)
+    parser.add_argument("--read-rate", help="e.g. 600/minute" + hint)
+    parser.add_argument("--max-in-flight", help="tasks in flight at once" + hint)
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, object]:
+    """The overrides given on the command line, validated as the admin API validates them."""
+    given = {
+        "create_rate_limit": args.create_rate,
+        "read_rate_limit": args.read_rate,
+        "max_tasks_in_flight": args.max_in_flight,
+    }
+    changes = {
+        name: None if value == "default" else value
+        for name, value in given.items()
+        if value is not None
+    }
+    try:
+        return LimitOverrides.model_validate(changes).model_dump(include=set(changes))
+    except ValidationError as exc:
+        raise SystemExit(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+
+
+def _users_limits(args: argparse.Namespace, settings: Settings) -> None:
+    changes = _limit_changes(args)
+    user = _with_session(
+        settings, lambda s: keys.update_user(s, user_id=args.user_id, changes=changes)
+    )
+    _print({"id": user.id, **{name: getattr(user, name) for name in LimitOverrides.model_fields}})
+
+
+def _keys_limits(args: argparse.Namespace, settings: Settings) -> None:
+    changes = _limit_changes(args)
+    key = _with_session(settings, lambda s: keys.update_key(s, key_id=args.key_id, changes=changes))
+    _print({"id": key.id, **{name: getattr(key, name) for name in LimitOverrides.model_fields}})
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> None:
+    asyncio.run(upgrade_to_head(settings.database_url))
+    print(f"database at head: {_safe_url(settings.database_url)}")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    asyncio.run(upgrade_to_head(settings.database_url))
+    if not settings.demo_mode:
+        if args.workers > 1:
+            uvicorn.run(
+                "app.main:app",
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_config=None,
+                proxy_headers=False,
+            )
+        else:
+            uvicorn.run(
+                create_app(settings),
+                host=args.host,
+                port=args.port,
+                log_config=None,
+                proxy_headers=False,
+            )
+        return
+    settings = demo.demo_settings(settings)
+    key = asyncio.run(demo.create_demo_key(settings))
+    print(demo.banner(settings, host=args.host, port=args.port, key=key), flush=True)
+    asyncio.run(_serve_with_simulator(settings, host=args.host, port=args.port))
+
+
+async def _serve_with_simulator(settings: Settings, *, host: str, port: int) -> None:
+    gateway = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None)
+    )
+    simulator = uvicorn.Server(
+        uvicorn.Config(
+            demo.demo_simulator(settings),
+            host="127.0.0.1",
+            port=settings.demo_simulator_port,
+            log_config=None,
+        )
+    )
+    await asyncio.gather(gateway.serve(), simulator.serve())
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> None:
+    config = SimConfig(
+        api_key=args.api_key or settings.upstream_key(),
+        queued_seconds=args.queued_seconds,
+        running_seconds=args.running_seconds,
+        public_base_url=f"http://{args.host}:{args.port}",
+    )
+    uvicorn.run(create_simulator_app(config), host=args.host, port=args.port, log_config=None)
+
+
+def _with_session(settings: Settings, work: Any) -> Any:
+    async def run() -> Any:
+        engine = create_engine(settings.database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _users_create(args: argparse.Namespace, settings: Settings) -> None:
+    models = [m.strip() for m in args.allowed_models.split(",")] if args.allowed_models else None
+    user = _with_session(
+        settings, lambda s: keys.create_user(s, name=args.name, allowed_models=models)
+    )
+    _print({"id": user.id, "name": user.name, "allowed_models": user.allowed_models})
+
+
+def _users_list(_args: argparse.Namespace, settings: Settings) -> None:
+    for user in _with_session(settings, keys.list_users):
+        print(f"{user.id}\t{user.name}\t{'disabled' if user.disabled else 'active'}")
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> None:
+    key, plaintext = _with_session(
+        settings, lambda s: keys.create_key(s, user_id=args.user, name=args.name)
+    )
+    _print({"id": key.id, "user_id": key.user_id, "prefix": key.prefix, "key": plaintext})
+    print("Store this key now: it is not shown again.", file=sys.stderr)
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> None:
+    for key in _with_session(settings, lambda s: keys.list_keys(s, user_id=args.user)):
+        state = "revoked" if key.revoked_at else "active"
+        print(f"{key.id}\t{key.prefix}…\t{key.name}\t{state}\tlast used {key.last_used_at or '-'}")
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    key = _with_session(settings, lambda s: keys.revoke_key(s, key_id=args.key_id))
+    print(f"revoked {key.id} at {key.revoked_at}")
+
+
+def _print(data: dict[str, Any]) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,159 @@
+"""`seedance-gateway` commands for money and background work: worker, prices, budgets, usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from app.config import Settings
+from app.lifespan import open_resources, running_poller
+from app.usage import budgets, prices, reports
+from app.usage.models import MICROS
+
+
+def add_commands(commands: Any, with_session: Any) -> None:
+    """Register the worker, prices, budgets and usage commands on the CLI's subparsers."""
+    worker = commands.add_parser("worker", help="run only the poller (no HTTP)")
+    worker.set_defaults(handler=_worker)
+
+    price_parser = commands.add_parser("prices", help="list or add prices")
+    price_actions = price_parser.add_subparsers(required=True, metavar="ACTION")
+    listing = price_actions.add_parser("list", help="every price, history included")
+    listing.add_argument("--model", default=None)
+    listing.set_defaults(handler=lambda a, s: _prices_list(a, s, with_session))
+    add = price_actions.add_parser("set", help="add a price from now (or --from) on")
+    add.add_argument("model")
+    add.add_argument("per_million", type=Decimal, help="price per million tokens, e.g. 2.5")
+    add.add_argument("--tier", default="default", choices=["default", "flex"])
+    add.add_argument("--currency", default="USD")
+    add.add_argument("--from", dest="effective_from", type=_utc, default=None)
+    add.set_defaults(handler=lambda a, s: _prices_set(a, s, with_session))
+
+    budget_parser = commands.add_parser("budgets", help="set a user's or a key's budget")
+    budget_actions = budget_parser.add_subparsers(required=True, metavar="ACTION")
+    set_budget = budget_actions.add_parser("set")
+    scope = set_budget.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--user")
+    scope.add_argument("--key")
+    set_budget.add_argument("--period", default="monthly", choices=["daily", "monthly", "total"])
+    set_budget.add_argument("--limit", type=Decimal, default=None, help="in currency units")
+    set_budget.add_argument("--limit-tokens", type=int, default=None)
+    set_budget.set_defaults(handler=lambda a, s: _budgets_set(a, s, with_session))
+
+    usage = commands.add_parser("usage", help="usage and cost reports")
+    usage_actions = usage.add_subparsers(required=True, metavar="ACTION")
+    report = usage_actions.add_parser("report", help="tasks, tokens and cost per group")
+    report.add_argument("--by", default="user", choices=["user", "key", "model", "day"])
+    report.add_argument("--since", type=_utc, default=None, help="ISO date or time (UTC)")
+    report.add_argument("--until", type=_utc, default=None)
+    report.add_argument("--csv", action="store_true")
+    report.set_defaults(handler=lambda a, s: _usage_report(a, s, with_session))
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _worker(_args: argparse.Namespace, settings: Settings) -> None:
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker_settings = settings.model_copy(update={"poller_enabled": True})
+        async with open_resources(worker_settings) as resources, running_poller(resources):
+            await stop.wait()
+
+    asyncio.run(work())
+
+
+def _prices_list(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    rows = with_session(settings, lambda s: prices.list_prices(s, model=args.model))
+    for price in rows:
+        per_million = Decimal(price.micros_per_million_tokens) / MICROS
+        print(
+            f"{price.model}\t{price.service_tier}\t{per_million} {price.currency}/M tokens"
+            f"\tfrom {price.effective_from:%Y-%m-%d %H:%M}"
+        )
+
+
+def _prices_set(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    price = with_session(
+        settings,
+        lambda s: prices.add_price(
+            s,
+            model=args.model,
+            service_tier=args.tier,
+            currency=args.currency,
+            micros_per_million_tokens=int(args.per_million * MICROS),
+            effective_from=args.effective_from,
+        ),
+    )
+    print(
+        f"price {price.id}: {args.model} {args.tier} {args.per_million} {price.currency}/M "
+        f"from {price.effective_from:%Y-%m-%d %H:%M:%S} UTC"
+    )
+
+
+def _budgets_set(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    limit = None if args.limit is None else int(args.limit * MICROS)
+    budget = with_session(
+        settings,
+        lambda s: budgets.set_budget(
+            s,
+            user_id=args.user or "",
+            key_id=args.key,
+            period=args.period,
+            limit_micros=limit,
+            limit_tokens=args.limit_tokens,
+        ),
+    )
+    print(
+        f"budget {budget.scope}: {budget.period}, limit {args.limit or '-'}, "
+        f"tokens {budget.limit_tokens or '-'}"
+    )
+
+
+def _usage_report(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    rows = with_session(
+        settings,
+        lambda s: reports.usage_report(s, group_by=args.by, start=args.since, end=args.until),
+    )
+    if args.csv:
+        print(reports.to_csv(rows, group_by=args.by), end="")
+        return
+    header = (
+        args.by,
+        "currency",
+        "tasks",
+        "settled",
+        "released",
+        "open",
+        "tokens",
+        "cost",
+        "reserved",
+        "unpriced",
+    )
+    table = [header] + [
+        (
+            r.group,
+            r.currency or "-",
+            r.tasks,
+            r.settled_tasks,
+            r.released_tasks,
+            r.open_tasks,
+            r.tokens,
+            r.cost,
+            str(Decimal(r.reserved_micros) / MICROS),
+            r.unpriced_tasks,
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))

@@ -1,0 +1,96 @@
+"""Gateway settings: one class, read from `GATEWAY_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "your-key-here", "xxx"})
+DEMO_UPSTREAM_KEY = "sim-master-key-demo-only"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the gateway; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    # Upstream (Seedance / Ark). No key means demo mode against the built-in simulator.
+    upstream_base_url: str = "http://127.0.0.1:8001/api/v3"
+    upstream_api_key: SecretStr | None = None
+    upstream_timeout_seconds: float = 60.0
+    upstream_connect_timeout_seconds: float = 5.0
+    upstream_max_connections: int = 100
+
+    database_url: str = "sqlite+aiosqlite:///./gateway.db"
+    database_pool_size: int = 10
+    redis_url: str | None = None
+    admin_token: SecretStr | None = None
+
+    # Public API behaviour. Aliases map endpoint ids (`ep-…`) to the model they serve.
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    max_body_bytes: int = 10 * 1024 * 1024
+    refresh_stale_seconds: float = 3.0
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
+    key_last_used_resolution_seconds: float = 60.0
+
+    # Background poller: settles tasks nobody polls, reconciles unknown creates, expires stale ones.
+    poller_enabled: bool = True
+    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    poll_batch_size: int = Field(default=100, ge=1)
+    poll_lease_seconds: float = Field(default=60.0, gt=0)
+    upstream_poll_qps: float = Field(default=10.0, gt=0)
+
+    # Limits. Rates use the `limits` notation ("60/minute", "10/second;500/hour"), per key, in a
+    # moving window: in Redis when GATEWAY_REDIS_URL is set, else in this process only.
+    create_rate_limit: str = "60/minute"
+    read_rate_limit: str = "1200/minute"
+    max_tasks_in_flight_per_key: int = Field(default=20, ge=0)
+    max_tasks_in_flight_per_user: int = Field(default=50, ge=0)
+    # Open tasks across all users; keep it under the account's 120 queued tasks upstream.
+    max_tasks_in_flight_global: int = Field(default=100, ge=0)
+    in_flight_retry_after_seconds: int = Field(default=10, ge=1)
+    auth_failure_limit: str = "20/minute"
+    # Client addresses (or CIDR ranges) of proxies whose X-Forwarded-For is believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    redis_key_prefix: str = "sgw"
+    redis_timeout_seconds: float = Field(default=1.0, gt=0)
+
+    # Client callbacks (`callback_url`): how long a receiver has to acknowledge with a 2xx.
+    callback_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Demo mode (no upstream key): the simulator runs in the same process on this port.
+    demo_simulator_port: int = 8001
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        key = self.upstream_api_key
+        if key is not None and key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "GATEWAY_UPSTREAM_API_KEY is a placeholder; set a real key or unset it"
+            )
+        if self.admin_token is not None:
+            token = self.admin_token.get_secret_value()
+            if token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < 16:
+                raise ValueError("GATEWAY_ADMIN_TOKEN must be a real secret of 16+ characters")
+        return self
+
+    @cached_property
+    def demo_mode(self) -> bool:
+        """True when no upstream key is configured: the built-in simulator is the upstream."""
+        return self.upstream_api_key is None
+
+    def upstream_key(self) -> str:
+        """The master key the gateway sends upstream (the simulator's key in demo mode)."""
+        if self.upstream_api_key is None:
+            return DEMO_UPSTREAM_KEY
+        return self.upstream_api_key.get_secret_value()
+
+    def effective_upstream_base_url(self) -> str:
+        """Where upstream calls go: the configured URL, or the in-process simulator in demo mode."""
+        if self.demo_mode:
+            return f"http://127.0.0.1:{self.demo_simulator_port}/api/v3"
+        return self.upstream_base_url

@@ -1,0 +1,48 @@
+"""The auth dependency: `CurrentKey` is the caller behind the request's bearer key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.db import SessionDep
+from app.errors import AuthenticationFailed
+from app.keys.service import AuthContext, authenticate, touch_last_used
+from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
+from app.resources import ResourcesDep
+
+
+def bearer_token(request: Request) -> str:
+    """The token of an `Authorization: Bearer …` header, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 256:
+        raise AuthenticationFailed()
+    return token
+
+
+async def current_key(
+    request: Request, session: SessionDep, resources: ResourcesDep
+) -> AsyncIterator[AuthContext]:
+    """Authenticate the caller; after a request that succeeded, note the key's last use."""
+    address = await refuse_throttled_client(request, resources)
+    try:
+        context = await authenticate(
+            session, plaintext=bearer_token(request), cache=resources.auth_cache
+        )
+    except AuthenticationFailed:
+        await count_auth_failure(resources, address)
+        raise
+    yield context
+    # Only reached when the endpoint did not raise: rejected requests write nothing.
+    await touch_last_used(
+        session,
+        key_id=context.key_id,
+        resolution=resources.settings.key_last_used_resolution_seconds,
+    )
+
+
+CurrentKey = Annotated[AuthContext, Depends(current_key)]

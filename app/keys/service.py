@@ -1,0 +1,204 @@
+"""Users and gateway keys: create, list, update, revoke, and authenticate a presented key."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.db import utcnow
+from app.errors import AuthenticationFailed, Conflict, InvalidParameter, NotFound
+from app.ids import new_secret_key
+from app.keys.models import ApiKey, User
+
+PREFIX_CHARS = 12
+
+
+def hash_key(plaintext: str) -> str:
+    """SHA-256 of a key: keys are 256-bit random, so a fast hash is safe and indexable."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling: the key and its user, as the request pipeline needs them."""
+
+    key_id: str
+    user_id: str
+    allowed_models: list[str] | None
+    # Limit overrides (None: the gateway default); a key's own beats its user's.
+    create_rate_limit: str | None = None
+    read_rate_limit: str | None = None
+    key_max_in_flight: int | None = None
+    user_max_in_flight: int | None = None
+
+
+@dataclass
+class AuthCache:
+    """A short-lived in-process cache of key lookups; its TTL (≤1 s) bounds revocation delay."""
+
+    ttl_seconds: float
+    max_entries: int = 10_000
+    _entries: dict[str, tuple[float, AuthContext]] = field(default_factory=dict)
+
+    def get(self, key_hash: str) -> AuthContext | None:
+        """The cached context, if still fresh."""
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, context: AuthContext) -> None:
+        """Remember a successful lookup for `ttl_seconds`."""
+        if self.ttl_seconds <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self.ttl_seconds, context)
+
+
+async def create_user(
+    session: AsyncSession, *, name: str, allowed_models: list[str] | None = None
+) -> User:
+    """Create a user; 409 if the name is taken."""
+    user = User(name=name, allowed_models=allowed_models)
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(f"A user named {name!r} already exists.", code="UserAlreadyExists") from None
+    return user
+
+
+async def list_users(session: AsyncSession) -> list[User]:
+    """All users, oldest first."""
+    result = await session.exec(select(User).order_by(col(User.created_at), col(User.id)))
+    return list(result.all())
+
+
+async def get_user(session: AsyncSession, *, user_id: str) -> User:
+    """One user, or 404."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"The user {user_id} does not exist.", param="user_id")
+    return user
+
+
+async def update_user(session: AsyncSession, *, user_id: str, changes: dict[str, object]) -> User:
+    """Apply the given field changes (name, disabled, allowed_models) to a user."""
+    user = await get_user(session, user_id=user_id)
+    for name, value in changes.items():
+        setattr(user, name, value)
+    user.updated_at = utcnow()
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict("A user with that name already exists.", code="UserAlreadyExists") from None
+    return user
+
+
+async def create_key(
+    session: AsyncSession, *, user_id: str, name: str = "", expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Issue a key for a user; returns the row and the plaintext, which is never stored."""
+    await get_user(session, user_id=user_id)
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidParameter("expires_at", "must be in the future")
+    plaintext = new_secret_key()
+    key = ApiKey(
+        user_id=user_id,
+        name=name,
+        prefix=plaintext[:PREFIX_CHARS],
+        key_hash=hash_key(plaintext),
+        expires_at=expires_at,
+    )
+    session.add(key)
+    await session.commit()
+    return key, plaintext
+
+
+async def list_keys(session: AsyncSession, *, user_id: str) -> list[ApiKey]:
+    """A user's keys, oldest first (hashes are for the caller to leave out)."""
+    await get_user(session, user_id=user_id)
+    result = await session.exec(
+        select(ApiKey).where(ApiKey.user_id == user_id).order_by(col(ApiKey.created_at))
+    )
+    return list(result.all())
+
+
+async def update_key(session: AsyncSession, *, key_id: str, changes: dict[str, object]) -> ApiKey:
+    """Apply the given field changes (name, limit overrides) to a key."""
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"The key {key_id} does not exist.", param="key_id")
+    for name, value in changes.items():
+        setattr(key, name, value)
+    session.add(key)
+    await session.commit()
+    return key
+
+
+async def revoke_key(session: AsyncSession, *, key_id: str) -> ApiKey:
+    """Revoke a key (idempotent); every process stops accepting it within the auth cache TTL."""
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"The key {key_id} does not exist.", param="key_id")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.add(key)
+        await session.commit()
+    return key
+
+
+async def authenticate(session: AsyncSession, *, plaintext: str, cache: AuthCache) -> AuthContext:
+    """The caller behind a presented key, or 401 for an unknown, revoked or expired key."""
+    key_hash = hash_key(plaintext)
+    cached = cache.get(key_hash)
+    if cached is not None:
+        return cached
+    now = utcnow()
+    row = (
+        await session.exec(
+            select(ApiKey, User)
+            .join(User, col(User.id) == col(ApiKey.user_id))
+            .where(ApiKey.key_hash == key_hash)
+        )
+    ).first()
+    if row is None:
+        raise AuthenticationFailed()
+    key, user = row
+    if key.revoked_at is not None or user.disabled or (key.expires_at and key.expires_at <= now):
+        raise AuthenticationFailed()
+    context = AuthContext(
+        key_id=key.id,
+        user_id=user.id,
+        allowed_models=user.allowed_models,
+        create_rate_limit=key.create_rate_limit or user.create_rate_limit,
+        read_rate_limit=key.read_rate_limit or user.read_rate_limit,
+        key_max_in_flight=key.max_tasks_in_flight,
+        user_max_in_flight=user.max_tasks_in_flight,
+    )
+    cache.put(key_hash, context)
+    return context
+
+
+async def touch_last_used(session: AsyncSession, *, key_id: str, resolution: float) -> None:
+    """Record that a key served a request; at most one write per key per `resolution` seconds."""
+    now = utcnow()
+    stale_before = now - timedelta(seconds=resolution)
+    await session.exec(
+        update(ApiKey)
+        .where(col(ApiKey.id) == key_id)
+        .where(or_(col(ApiKey.last_used_at).is_(None), col(ApiKey.last_used_at) < stale_before))
+        .values(last_used_at=now)
+    )
+    await session.commit()

@@ -1,0 +1,99 @@
+"""Opening and closing what a gateway process holds: used by the app's lifespan and by `worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+
+from app.coalesce import Coalescer
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.keys.service import AuthCache
+from app.limits.clients import parse_proxies
+from app.limits.rates import RateLimiter
+from app.resources import Resources
+from app.tasks.callbacks import create_callback_client
+from app.tasks.poller import Poller, PollerConfig
+from app.upstream.client import UpstreamClient, create_http_client
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_resources(
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    callback_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Resources]:
+    """Engine, upstream client and caches for one process; closed on exit."""
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    http = create_http_client(
+        base_url=settings.effective_upstream_base_url(),
+        api_key=settings.upstream_key(),
+        timeout=settings.upstream_timeout_seconds,
+        connect_timeout=settings.upstream_connect_timeout_seconds,
+        max_connections=settings.upstream_max_connections,
+        transport=upstream_transport,
+    )
+    callbacks = create_callback_client(
+        timeout=settings.callback_timeout_seconds, transport=callback_transport
+    )
+    try:
+        yield Resources(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            upstream=UpstreamClient(http),
+            callbacks=callbacks,
+            auth_cache=AuthCache(settings.auth_cache_seconds),
+            refreshes=Coalescer(),
+            limiter=RateLimiter(
+                redis_url=settings.redis_url,
+                key_prefix=settings.redis_key_prefix,
+                timeout_seconds=settings.redis_timeout_seconds,
+            ),
+            trusted_proxies=parse_proxies(settings.trusted_proxies),
+        )
+    finally:
+        await callbacks.aclose()
+        await http.aclose()
+        await engine.dispose()
+
+
+def poller_for(resources: Resources) -> Poller:
+    """The poller configured from the settings."""
+    settings = resources.settings
+    return Poller(
+        sessionmaker=resources.sessionmaker,
+        upstream=resources.upstream,
+        callbacks=resources.callbacks,
+        config=PollerConfig(
+            interval_seconds=settings.poll_interval_seconds,
+            batch_size=settings.poll_batch_size,
+            lease_seconds=settings.poll_lease_seconds,
+            upstream_qps=settings.upstream_poll_qps,
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_poller(resources: Resources) -> AsyncIterator[None]:
+    """Run the poller in the background for the duration of the block (if enabled)."""
+    if not resources.settings.poller_enabled:
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller_for(resources).run(stop), name="poller")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=10)
+        except TimeoutError:
+            logger.warning("poller did not stop in time; cancelled")

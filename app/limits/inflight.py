@@ -1,0 +1,64 @@
+"""Caps on tasks in flight (submitting, queued, running, unknown): per key, per user, gateway-wide.
+
+Counted from the database inside the create's transaction, under the locks that serialise
+creates, so no interleaving can exceed a cap; a task frees its place when it ends. These caps
+hold whatever happens to Redis.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, text
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.config import Settings
+from app.errors import TooManyRequests
+from app.keys.service import AuthContext
+from app.tasks.models import OPEN_STATUSES, Task
+
+# Key of the PostgreSQL advisory lock that serialises creates for the gateway-wide cap.
+GLOBAL_CREATE_LOCK = 0x5365_6564  # "Seed"
+
+
+async def lock_gateway(session: AsyncSession) -> None:
+    """Serialise creates across all users until commit (on SQLite the user lock already does)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.exec(
+            text("SELECT pg_advisory_xact_lock(:key)").bindparams(  # type: ignore[call-overload]
+                key=GLOBAL_CREATE_LOCK
+            )
+        )
+
+
+async def enforce_in_flight(
+    session: AsyncSession, *, auth: AuthContext, settings: Settings
+) -> None:
+    """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap."""
+    caps = (
+        (
+            "Key",
+            col(Task.key_id) == auth.key_id,
+            _cap(auth.key_max_in_flight, settings.max_tasks_in_flight_per_key),
+        ),
+        (
+            "User",
+            col(Task.user_id) == auth.user_id,
+            _cap(auth.user_max_in_flight, settings.max_tasks_in_flight_per_user),
+        ),
+        ("Gateway", None, settings.max_tasks_in_flight_global),
+    )
+    for scope, condition, cap in caps:
+        query = select(func.count()).select_from(Task).where(col(Task.status).in_(OPEN_STATUSES))
+        if condition is not None:
+            query = query.where(condition)
+        if (await session.exec(query)).one() >= cap:
+            who = {"Key": "this key", "User": "this user", "Gateway": "the gateway"}[scope]
+            raise TooManyRequests(
+                f"Too many tasks in flight for {who} (at most {cap}); retry when one finishes.",
+                code=f"ConcurrencyLimitExceeded.{scope}",
+                retry_after=settings.in_flight_retry_after_seconds,
+            )
+
+
+def _cap(override: int | None, default: int) -> int:
+    return default if override is None else override

@@ -1,0 +1,116 @@
+"""The ASGI app: `create_app()` wires middleware, error handlers and routers.
+
+The lifespan owns the resources (engine, upstream client, caches).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.admin.billing_router import router as billing_router
+from app.admin.router import router as admin_router
+from app.config import Settings
+from app.errors import (
+    GatewayError,
+    InternalError,
+    InvalidParameter,
+    MethodNotAllowed,
+    NotFound,
+)
+from app.health import router as health_router
+from app.lifespan import open_resources, running_poller
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware, request_id_of
+from app.tasks.router import router as tasks_router
+from app.usage.router import router as usage_router
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    callback_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the gateway; `upstream_transport` routes upstream calls to, say, a simulator app."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(
+            settings, upstream_transport=upstream_transport, callback_transport=callback_transport
+        ) as resources:
+            app.state.resources = resources
+            async with running_poller(resources):
+                yield
+
+    app = FastAPI(
+        title="Seedance Gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.include_router(tasks_router)
+    app.include_router(admin_router)
+    app.include_router(billing_router)
+    app.include_router(usage_router)
+    app.include_router(health_router)
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)  # outermost: every answer gets a request id
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return exc.to_response(request_id_of(request))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        first: dict[str, Any] = dict(exc.errors()[0])
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        param = loc[0] if loc else "body"
+        error = InvalidParameter(param, str(first.get("msg", "invalid value")))
+        return error.to_response(request_id_of(request))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error: GatewayError
+        if exc.status_code == 405:
+            error = MethodNotAllowed(f"The method {request.method} is not allowed here.")
+        elif exc.status_code == 404:
+            error = NotFound("The requested resource is not found.")
+        else:
+            error = InternalError(str(exc.detail))
+        return error.to_response(request_id_of(request))
+
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return InternalError("The service encountered an unexpected internal error.").to_response(
+            request_id_of(request)
+        )
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)
+
+
+def __getattr__(name: str) -> Any:
+    # `app.main:app` for uvicorn, built on first access so importing this module has no effects.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,20 @@
+"""Imports every table so `SQLModel.metadata` is complete (Alembic and tests read it)."""
+
+from sqlmodel import SQLModel
+
+from app.keys.models import ApiKey, User
+from app.tasks.models import CallbackDelivery, Task
+from app.usage.models import Budget, LedgerEntry, Price
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "ApiKey",
+    "Budget",
+    "CallbackDelivery",
+    "LedgerEntry",
+    "Price",
+    "Task",
+    "User",
+    "metadata",
+]

@@ -1,0 +1,25 @@
+"""A pacer: spaces calls out to at most `rate` per second in this process, without blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Pacer:
+    """Grants one call every 1/rate seconds; callers beyond that wait their turn."""
+
+    rate: float
+    _next_slot: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def wait(self) -> None:
+        """Return when this caller may make its call."""
+        async with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)

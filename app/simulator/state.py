@@ -1,0 +1,199 @@
+"""The simulator's in-memory upstream: tasks that age through their states, and fault knobs.
+
+A task's state follows from its age (`queued_seconds`, then `running_seconds`), so nothing runs
+in the background. Prompt markers force outcomes in tests and demos:
+`[sim:fail]`, `[sim:expire]`, `[sim:reject]` (create refused, 400), `[sim:error-after-create]`
+(created, then a 500), `[sim:hang]` (no answer for `hang_seconds`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from app.ids import new_task_id, random_string
+from app.tasks.catalog import MODELS, RATIOS, ModelSpec
+from app.tasks.prompt import inline_commands, int_or_none
+
+_FAILURE = {
+    "code": "OutputVideoSensitiveContentDetected.PolicyViolation",
+    "message": "The request failed because the output video may be related to copyright "
+    "restrictions.",
+}
+
+
+@dataclass
+class SimConfig:
+    """Timings and fault knobs, changeable at run time through `PATCH /_sim/config`."""
+
+    api_key: str
+    queued_seconds: float = 1.0
+    running_seconds: float = 2.0
+    failure_rate: float = 0.0  # share of tasks that end `failed`
+    create_error_rate: float = 0.0  # share of creates answered 500 (without creating)
+    rate_limit_rate: float = 0.0  # share of requests answered 429
+    latency_seconds: float = 0.0  # added to every answer
+    hang_seconds: float = 30.0
+    max_queued: int = 120  # the account's queue limit: beyond it, 429 QuotaExceeded
+    public_base_url: str = "http://127.0.0.1:8001"
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply known knobs from `changes`; unknown names are ignored."""
+        for name, value in changes.items():
+            if name in SimConfig.__dataclass_fields__ and name != "api_key":
+                setattr(self, name, type(getattr(self, name))(value))
+
+    def public(self) -> dict[str, Any]:
+        """The knobs, without the key."""
+        return {k: v for k, v in asdict(self).items() if k != "api_key"}
+
+
+@dataclass
+class SimTask:
+    """One upstream task and what it will become."""
+
+    id: str
+    spec: ModelSpec
+    body: dict[str, Any]
+    created_at: float
+    outcome: str  # succeeded | failed | expired
+    cancelled_at: float | None = None
+    deleted: bool = False
+
+    def status(self, config: SimConfig, now: float) -> str:
+        """The state this task is in at `now`."""
+        if self.cancelled_at is not None:
+            return "cancelled"
+        age = now - self.created_at
+        if age < config.queued_seconds:
+            return "queued"
+        if age < config.queued_seconds + config.running_seconds:
+            return "running"
+        return self.outcome
+
+
+@dataclass
+class SimulatorState:
+    """All tasks and call counters of one simulator instance."""
+
+    config: SimConfig
+    tasks: dict[str, SimTask] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    peak_open: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def count(self, call: str) -> None:
+        """Count one call by its name (`create`, `get`, `list`, `delete`, `unauthorized`...)."""
+        self.calls[call] += 1
+
+    def open_tasks(self, now: float) -> int:
+        """Tasks queued or running now (what the account's concurrency and queue limits see)."""
+        return sum(
+            1
+            for task in self.tasks.values()
+            if not task.deleted and task.status(self.config, now) in ("queued", "running")
+        )
+
+    def create(self, body: dict[str, Any], spec: ModelSpec, now: float) -> SimTask:
+        """Record a new task and decide its outcome."""
+        prompt = " ".join(
+            str(item.get("text", "")) for item in body.get("content", []) if isinstance(item, dict)
+        )
+        outcome = "succeeded"
+        if "[sim:fail]" in prompt or self.rng.random() < self.config.failure_rate:
+            outcome = "failed"
+        elif "[sim:expire]" in prompt:
+            outcome = "expired"
+        task = SimTask(id=new_task_id(), spec=spec, body=body, created_at=now, outcome=outcome)
+        # Upstream ids carry a 5-character suffix.
+        task.id = task.id[: len("cgt-YYYYMMDDhhmmss-")] + random_string(5)
+        self.tasks[task.id] = task
+        self.peak_open = max(self.peak_open, self.open_tasks(now))
+        return task
+
+    def view(self, task: SimTask, now: float) -> dict[str, Any]:
+        """The task object as the upstream's retrieve returns it."""
+        status = task.status(self.config, now)
+        body = task.body
+        view: dict[str, Any] = {
+            "id": task.id,
+            "model": body["model"],
+            "status": status,
+            "created_at": int(task.created_at),
+            "updated_at": int(min(now, self._changed_at(task, now))),
+            "service_tier": body.get("service_tier") or "default",
+            "execution_expires_after": body.get("execution_expires_after") or 172800,
+        }
+        if status in ("queued", "running", "cancelled"):
+            return view
+        resolution, ratio, duration, frames = _effective_output(task)
+        seconds = task.spec.seconds(duration=duration, frames=frames)
+        if duration == -1:
+            seconds = float(task.spec.min_duration + 1)  # the model's own choice
+        seed = body.get("seed")
+        view.update(
+            {
+                "seed": 44457 if seed in (None, -1) else seed,
+                "resolution": resolution,
+                "ratio": ratio,
+                "framespersecond": 24,
+                "draft": bool(body.get("draft")),
+            }
+        )
+        if frames is not None:
+            view["frames"] = frames
+        else:
+            view["duration"] = int(seconds)
+        if status == "succeeded":
+            tokens = task.spec.tokens(resolution=resolution, ratio=ratio, seconds=seconds)
+            view["content"] = {
+                "video_url": f"{self.config.public_base_url}/_sim/videos/{task.id}.mp4"
+            }
+            view["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
+        elif status == "failed":
+            view["error"] = dict(_FAILURE)
+        return view
+
+    def _changed_at(self, task: SimTask, now: float) -> float:
+        if task.cancelled_at is not None:
+            return task.cancelled_at
+        status = task.status(self.config, now)
+        if status == "queued":
+            return task.created_at
+        if status == "running":
+            return task.created_at + self.config.queued_seconds
+        return task.created_at + self.config.queued_seconds + self.config.running_seconds
+
+    def find(self, task_id: str) -> SimTask | None:
+        """A task the account can still see."""
+        task = self.tasks.get(task_id)
+        return None if task is None or task.deleted else task
+
+
+def _effective_output(task: SimTask) -> tuple[str, str, int | None, int | None]:
+    """Resolution, ratio, duration and frames: body fields, else inline commands, else defaults."""
+    body, spec = task.body, task.spec
+    inline = inline_commands(body.get("content") or [])
+    resolution = body.get("resolution") or inline.get("resolution")
+    if resolution not in spec.resolutions:
+        resolution = spec.default_resolution
+    ratio = body.get("ratio") or inline.get("ratio")
+    ratio = ratio if ratio in RATIOS else "16:9"  # adaptive: the simulator picks 16:9
+    duration = body.get("duration")
+    duration = int_or_none(inline.get("duration")) if duration is None else duration
+    frames = body.get("frames")
+    frames = int_or_none(inline.get("frames")) if frames is None else frames
+    return resolution, ratio, duration, frames
+
+
+def supported_model(model: Any) -> ModelSpec | None:
+    """The simulator serves the models the catalog knows."""
+    return MODELS.get(model) if isinstance(model, str) else None
+
+
+def now() -> float:
+    """Wall-clock seconds (upstream timestamps are unix seconds)."""
+    return time.time()

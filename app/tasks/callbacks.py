@@ -1,0 +1,142 @@
+"""Client callbacks, as upstream sends them: a POST of the task object on each status change.
+
+The gateway keeps `callback_url` to itself (the upstream would call with its own ids), and
+queues one delivery per (task, status) in the transaction that changes the status: an outbox,
+so a crash loses no callback and none is queued twice. The poller delivers due rows. As
+upstream: `queued`, `running`, `succeeded`, `failed` and `expired` are sent, not `cancelled`;
+a terminal one that is not acknowledged with a 2xx within the timeout is sent 3 more times.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.db import utcnow
+from app.tasks.models import CallbackDelivery, Task, TaskStatus
+from app.tasks.render import public_view
+
+logger = logging.getLogger(__name__)
+
+NOTIFIED = frozenset(
+    {
+        TaskStatus.QUEUED,
+        TaskStatus.RUNNING,
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.EXPIRED,
+    }
+)
+RETRY_DELAY = timedelta(seconds=5)
+LEASE = timedelta(seconds=30)
+
+
+def queue_callback(
+    session: AsyncSession, *, task: Task, status: TaskStatus, values: dict[str, Any]
+) -> None:
+    """Queue the notification of `task` entering `status` (the caller's transaction commits it)."""
+    if not task.callback_url or status not in NOTIFIED:
+        return
+    changed = task.model_copy(update={**values, "status": status})
+    session.add(
+        CallbackDelivery(
+            task_id=task.id,
+            status=status,
+            url=task.callback_url,
+            payload=public_view(changed),
+            max_attempts=4 if status.is_terminal else 1,
+        )
+    )
+
+
+def create_callback_client(
+    *, timeout: float, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The client for callbacks: no credentials of any kind, short timeouts, no redirects."""
+    return httpx.AsyncClient(
+        timeout=timeout,
+        follow_redirects=False,
+        transport=transport,
+        headers={"User-Agent": "seedance-gateway-callback/1"},
+    )
+
+
+async def deliver_due(
+    *, sessionmaker: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, batch_size: int = 50
+) -> int:
+    """Claim and send the deliveries that are due; returns how many were attempted."""
+    deliveries = await _claim(sessionmaker, batch_size)
+    for delivery in deliveries:
+        error = await _post(http, delivery)
+        async with sessionmaker() as session:
+            await session.exec(
+                update(CallbackDelivery)
+                .where(col(CallbackDelivery.id) == delivery.id)
+                .values(**_outcome(delivery, error))
+            )
+            await session.commit()
+    return len(deliveries)
+
+
+async def _claim(
+    sessionmaker: async_sessionmaker[AsyncSession], batch_size: int
+) -> list[CallbackDelivery]:
+    now = utcnow()
+    async with sessionmaker() as session:
+        due = list(
+            (
+                await session.exec(
+                    select(CallbackDelivery)
+                    .where(
+                        col(CallbackDelivery.delivered_at).is_(None),
+                        col(CallbackDelivery.attempts) < col(CallbackDelivery.max_attempts),
+                        col(CallbackDelivery.next_attempt_at) <= now,
+                    )
+                    .order_by(col(CallbackDelivery.id))
+                    .limit(batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+        )
+        if due:
+            await session.exec(
+                update(CallbackDelivery)
+                .where(col(CallbackDelivery.id).in_([d.id for d in due]))
+                .values(next_attempt_at=now + LEASE)
+            )
+        await session.commit()
+    return due
+
+
+async def _post(http: httpx.AsyncClient, delivery: CallbackDelivery) -> str | None:
+    try:
+        response = await http.post(delivery.url, json=delivery.payload)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return None if response.is_success else f"HTTP {response.status_code}"
+
+
+def _outcome(delivery: CallbackDelivery, error: str | None) -> dict[str, Any]:
+    now = utcnow()
+    attempts = delivery.attempts + 1
+    if error is None:
+        return {"attempts": attempts, "delivered_at": now, "last_error": None}
+    logger.info(
+        "callback for task %s (%s), attempt %d: %s",
+        delivery.task_id,
+        delivery.status,
+        attempts,
+        error,
+    )
+    return {
+        "attempts": attempts,
+        "last_error": error,
+        "next_attempt_at": now + RETRY_DELAY * 2 ** (attempts - 1),
+    }

@@ -1,0 +1,212 @@
+"""Creating a task: check and reserve atomically, record, then send upstream with the master key.
+
+The task row and its ledger reservation commit before the upstream sees anything, so a crash
+between the two leaves a task the poller reconciles, never an unrecorded upstream task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Conflict, GatewayError, InvalidParameter, NotFound, UpstreamRelayed
+from app.ids import new_task_id
+from app.keys.service import AuthContext
+from app.limits.inflight import enforce_in_flight, lock_gateway
+from app.resources import Resources
+from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
+from app.tasks.service import visible_task
+from app.tasks.states import transition
+from app.tasks.validation import CreateRequest
+from app.upstream.client import UpstreamCallFailed, UpstreamTimedOut
+from app.usage.budgets import enforce_budgets, lock_user
+from app.usage.ledger import estimate_tokens, price_in_force, reserve_entry
+
+# A task still `submitting` this long after its insert lost its process; the poller takes over.
+SUBMIT_GRACE = timedelta(seconds=120)
+
+
+async def create_task(
+    *,
+    session: AsyncSession,
+    resources: Resources,
+    auth: AuthContext,
+    request: CreateRequest,
+    idempotency_key: str | None,
+    request_id: str,
+) -> dict[str, Any]:
+    """Record the task and its reservation, then forward it upstream; returns `{"id": ...}`."""
+    if idempotency_key is not None:
+        replay = await _idempotent_replay(session, auth=auth, idempotency_key=idempotency_key)
+        if replay is not None:
+            return replay
+    body = dict(request.forward_body)
+    draft_id = None
+    if request.draft_task_ref is not None:
+        draft = await _draft_for(session, auth=auth, draft_ref=request.draft_task_ref)
+        body["content"] = _with_upstream_draft(body["content"], draft)
+        draft_id = draft.id
+    task = Task(
+        id=new_task_id(),
+        user_id=auth.user_id,
+        key_id=auth.key_id,
+        model=request.model,
+        service_tier=request.service_tier,
+        resolution=request.resolution,
+        ratio=request.ratio,
+        duration=request.duration,
+        frames=request.frames,
+        execution_expires_after=request.execution_expires_after,
+        callback_url=request.callback_url,
+        draft_task_id=draft_id,
+        idempotency_key=idempotency_key,
+        next_check_at=utcnow() + SUBMIT_GRACE,
+    )
+    await _record(
+        session, task=task, request=request, auth=auth, settings=resources.settings
+    )  # commits: the connection is free again
+    # Shielded: a client that disconnects mid-call must not leave the task half-recorded.
+    return await asyncio.shield(
+        _submit(resources=resources, task=task, body=body, request_id=request_id)
+    )
+
+
+async def _record(
+    session: AsyncSession,
+    *,
+    task: Task,
+    request: CreateRequest,
+    auth: AuthContext,
+    settings: Settings,
+) -> None:
+    """Check in-flight caps and budgets and insert task + reservation, in one transaction."""
+    try:
+        await lock_gateway(session)  # always before the user lock: one order, no deadlocks
+        await lock_user(session, user_id=task.user_id)
+        await enforce_in_flight(session, auth=auth, settings=settings)
+        tokens = estimate_tokens(task, request.spec)
+        price = await price_in_force(
+            session,
+            models=[task.model, request.spec.name],
+            service_tier=task.service_tier,
+            at=task.created_at,
+        )
+        reservation = reserve_entry(task, tokens=tokens, price=price)
+        await enforce_budgets(
+            session,
+            user_id=task.user_id,
+            key_id=task.key_id,
+            add_micros=reservation.cost_micros,
+            add_tokens=tokens,
+        )
+        session.add(task)
+        await session.flush()
+        session.add(reservation)
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(
+            "Another request with this Idempotency-Key is in progress.", code="IdempotencyKeyInUse"
+        ) from None
+    except BaseException:
+        await session.rollback()  # release the user lock at once; nothing is written
+        raise
+
+
+async def _submit(
+    *, resources: Resources, task: Task, body: dict[str, Any], request_id: str
+) -> dict[str, Any]:
+    async with resources.sessionmaker() as session:
+        try:
+            created = await resources.upstream.create_task(body, request_id=request_id)
+            upstream_id = created.get("id")
+            if not isinstance(upstream_id, str) or not upstream_id:
+                raise UpstreamCallFailed(
+                    "The upstream service sent no task id.", maybe_created=True
+                )
+        except (UpstreamRelayed, UpstreamCallFailed, UpstreamTimedOut) as exc:
+            await _record_failed_submit(session, task=task, error=exc)
+            raise
+        await transition(
+            session,
+            task=task,
+            to_status=TaskStatus.QUEUED,
+            values={
+                "upstream_id": upstream_id,
+                "next_check_at": utcnow(),  # due at once: the next poll cycle looks
+            },
+        )
+        await session.commit()
+    return {**created, "id": task.id}
+
+
+async def _record_failed_submit(session: AsyncSession, *, task: Task, error: GatewayError) -> None:
+    """Refused: the task is rejected and its reservation released. Maybe created: unknown."""
+    maybe_created = bool(getattr(error, "maybe_created", False))
+    if maybe_created:
+        await transition(
+            session,
+            task=task,
+            to_status=TaskStatus.UNKNOWN,
+            values={"error_code": error.code, "next_check_at": utcnow()},
+        )
+        # The create may exist upstream: an SDK auto-retry could make a second one.
+        error.headers["x-should-retry"] = "false"
+    else:
+        await transition(
+            session,
+            task=task,
+            to_status=TaskStatus.REJECTED,
+            values={"error_code": error.code, "next_check_at": None},
+        )
+    await session.commit()
+
+
+async def _idempotent_replay(
+    session: AsyncSession, *, auth: AuthContext, idempotency_key: str
+) -> dict[str, Any] | None:
+    existing = (
+        await session.exec(
+            select(Task).where(Task.key_id == auth.key_id, Task.idempotency_key == idempotency_key)
+        )
+    ).first()
+    if existing is None:
+        return None
+    if existing.status in VISIBLE_STATUSES:
+        return {"id": existing.id}
+    if existing.status == TaskStatus.SUBMITTING:
+        raise Conflict(
+            "Another request with this Idempotency-Key is in progress.", code="IdempotencyKeyInUse"
+        )
+    raise Conflict(
+        "The request with this Idempotency-Key did not create a task; use a new key.",
+        code="IdempotencyKeyUsed",
+        headers={"x-should-retry": "false"},
+    )
+
+
+async def _draft_for(session: AsyncSession, *, auth: AuthContext, draft_ref: str) -> Task:
+    try:
+        draft = await visible_task(session, auth=auth, task_id=draft_ref)
+    except NotFound:
+        draft = None
+    if draft is None or draft.upstream_id is None:
+        raise InvalidParameter("content", f"the draft task {draft_ref} is not found")
+    return draft
+
+
+def _with_upstream_draft(content: list[dict[str, Any]], draft: Task) -> list[dict[str, Any]]:
+    # Clients know gateway ids; the upstream knows its own.
+    return [
+        {**item, "draft_task": {**item["draft_task"], "id": draft.upstream_id}}
+        if item.get("type") == "draft_task"
+        else item
+        for item in content
+    ]

@@ -1,0 +1,128 @@
+"""The tasks table: one row per create the gateway accepted, recorded before the upstream call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.db import UTCDateTime, utcnow
+
+
+class TaskStatus(StrEnum):
+    """Gateway task states; the six upstream ones plus submitting, rejected and unknown."""
+
+    SUBMITTING = "submitting"  # recorded, upstream create not yet answered
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"  # the upstream refused the create; the client got its error
+    UNKNOWN = "unknown"  # the create may or may not exist upstream; to be reconciled
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the task can change no more."""
+        return self in TERMINAL_STATUSES
+
+    @property
+    def is_visible(self) -> bool:
+        """True for states a client can see (the upstream knows the task)."""
+        return self in VISIBLE_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+        TaskStatus.EXPIRED,
+        TaskStatus.REJECTED,
+    }
+)
+OPEN_STATUSES = frozenset(
+    {TaskStatus.SUBMITTING, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.UNKNOWN}
+)
+VISIBLE_STATUSES = frozenset(
+    {
+        TaskStatus.QUEUED,
+        TaskStatus.RUNNING,
+        TaskStatus.SUCCEEDED,
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+        TaskStatus.EXPIRED,
+    }
+)
+
+
+class Task(SQLModel, table=True):
+    """A video-generation task as the gateway knows it."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_user_created", "user_id", "created_at"),
+        Index("ix_tasks_status_next_check", "status", "next_check_at"),
+        Index("ix_tasks_key_status", "key_id", "status"),
+        UniqueConstraint("key_id", "idempotency_key", name="uq_tasks_key_idempotency"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    upstream_id: str | None = Field(default=None, unique=True, max_length=128)
+    user_id: str = Field(foreign_key="users.id", max_length=32)
+    key_id: str = Field(foreign_key="api_keys.id", max_length=32)
+    model: str = Field(max_length=128)
+    service_tier: str = Field(default="default", max_length=16)
+    status: str = Field(default=TaskStatus.SUBMITTING, max_length=16)
+
+    # The parameters that drive cost, as they will take effect (body over inline prompt commands).
+    resolution: str | None = Field(default=None, max_length=8)
+    ratio: str | None = Field(default=None, max_length=16)
+    duration: int | None = None
+    frames: int | None = None
+    execution_expires_after: int = 172800
+
+    callback_url: str | None = Field(default=None, max_length=2048)
+    draft_task_id: str | None = Field(default=None, max_length=64)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+
+    # Latest upstream task object (the retrieve body), with the upstream id in it.
+    snapshot: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    error_code: str | None = Field(default=None, max_length=255)
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+    # Consecutive failed refreshes: the poller backs off exponentially on them.
+    check_failures: int = Field(default=0)
+
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    refreshed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    next_check_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class CallbackDelivery(SQLModel, table=True):
+    """An outbox row: one status change of a task to POST to its `callback_url`."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (
+        UniqueConstraint("task_id", "status", name="uq_callback_task_status"),
+        Index("ix_callback_due", "delivered_at", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(foreign_key="tasks.id", max_length=64)
+    status: str = Field(max_length=16)
+    url: str = Field(max_length=2048)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    attempts: int = Field(default=0)
+    max_attempts: int = Field(default=1)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,164 @@
+"""The poller: refreshes open tasks nobody polls, so every task settles even if never retrieved.
+
+Each cycle claims the open tasks that are due (`FOR UPDATE SKIP LOCKED` on PostgreSQL, and a
+lease: the claim pushes `next_check_at` forward, so replicas never work on the same task at once),
+then refreshes them under the upstream query budget. Tasks whose create outcome is unknown are
+reconciled against the upstream list; tasks open long past their expiry are expired. Each
+cycle ends by delivering the client callbacks that are due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.db import utcnow
+from app.errors import new_request_id
+from app.pacing import Pacer
+from app.tasks.callbacks import deliver_due
+from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
+from app.tasks.reconcile import reconcile_unknown
+from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
+from app.upstream.client import UpstreamClient
+
+logger = logging.getLogger(__name__)
+
+# The upstream expires tasks itself; this much later, a task it no longer reports is expired here.
+EXPIRY_GRACE = timedelta(minutes=10)
+
+
+@dataclass
+class PollerConfig:
+    """How often and how fast the poller works."""
+
+    interval_seconds: float = 5.0
+    batch_size: int = 100
+    lease_seconds: float = 60.0
+    upstream_qps: float = 10.0
+    concurrency: int = 8
+
+
+@dataclass
+class Poller:
+    """Claims due open tasks and refreshes them; run one per process (or as `worker`)."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    upstream: UpstreamClient
+    callbacks: httpx.AsyncClient
+    config: PollerConfig
+    pacer: Pacer = field(init=False)
+    list_pacer: Pacer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pacer = Pacer(self.config.upstream_qps)
+        self.list_pacer = Pacer(1.0)  # the upstream allows 1 list call per second per account
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle until `stop` is set; a failed cycle is logged and the next one runs."""
+        logger.info(
+            "poller started: every %.1fs, %.1f upstream calls/s",
+            self.config.interval_seconds,
+            self.config.upstream_qps,
+        )
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                logger.exception("poller cycle failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.config.interval_seconds)
+
+    async def run_once(self) -> int:
+        """One cycle: claim what is due and check it; returns how many tasks were checked."""
+        task_ids = await self._claim()
+        slots = asyncio.Semaphore(self.config.concurrency)
+
+        async def check(task_id: str) -> None:
+            async with slots:
+                try:
+                    await self._check(task_id)
+                except Exception:
+                    logger.exception("poller: checking task %s failed", task_id)
+
+        await asyncio.gather(*(check(task_id) for task_id in task_ids))
+        await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
+        return len(task_ids)
+
+    async def _claim(self) -> list[str]:
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            due = await session.exec(
+                select(Task.id)
+                .where(col(Task.status).in_(OPEN_STATUSES), col(Task.next_check_at) <= now)
+                .order_by(col(Task.next_check_at))
+                .limit(self.config.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            task_ids = list(due.all())
+            if task_ids:
+                lease = now + timedelta(seconds=self.config.lease_seconds)
+                await session.exec(
+                    update(Task).where(col(Task.id).in_(task_ids)).values(next_check_at=lease)
+                )
+            await session.commit()
+        return task_ids
+
+    async def _check(self, task_id: str) -> None:
+        async with self.sessionmaker() as session:
+            task = await session.get(Task, task_id)
+            if task is None or task.status not in OPEN_STATUSES:
+                return
+            if task.status == TaskStatus.SUBMITTING:
+                # Its process died between recording and sending: the outcome is unknown.
+                await transition(session, task=task, to_status=TaskStatus.UNKNOWN, values={})
+                await session.commit()
+                await session.refresh(task)
+            if task.status == TaskStatus.UNKNOWN:
+                await self.list_pacer.wait()
+                await reconcile_unknown(session, upstream=self.upstream, task=task)
+                return
+        await self.pacer.wait()
+        outcome = await refresh_task(
+            sessionmaker=self.sessionmaker,
+            upstream=self.upstream,
+            task_id=task_id,
+            request_id=new_request_id(),
+        )
+        if outcome in ("failed", "missing"):
+            await self._after_failed_refresh(task_id, missing=outcome == "missing")
+
+    async def _after_failed_refresh(self, task_id: str, *, missing: bool) -> None:
+        async with self.sessionmaker() as session:
+            task = await session.get(Task, task_id)
+            if task is None or task.status not in OPEN_STATUSES:
+                return
+            now = utcnow()
+            expires = task.created_at + timedelta(seconds=task.execution_expires_after)
+            if missing and now > expires + EXPIRY_GRACE:
+                expired = {
+                    **(task.snapshot or {}),
+                    "id": task.upstream_id,
+                    "model": task.model,
+                    "status": TaskStatus.EXPIRED,
+                }
+                await apply_snapshot(session, task=task, snapshot=expired)
+                logger.warning("task %s: gone upstream past its expiry; expired", task.id)
+                return
+            failures = task.check_failures + 1
+            await session.exec(
+                update(Task)
+                .where(col(Task.id) == task.id)
+                .values(
+                    check_failures=failures, next_check_at=next_check_at(now, failures=failures)
+                )
+            )
+            await session.commit()

@@ -1,0 +1,142 @@
+"""The task service: create, retrieve, list and delete, on behalf of one authenticated key."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.db import release_connection, utcnow
+from app.errors import Conflict, NotFound
+from app.keys.service import AuthContext
+from app.resources import Resources
+from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
+from app.tasks.render import public_view
+from app.tasks.schemas import TaskListQuery
+from app.tasks.states import apply_snapshot, refresh_task
+
+logger = logging.getLogger(__name__)
+
+
+def _not_found(task_id: str) -> NotFound:
+    # One wording for unknown ids and other users' ids: the answer must not tell them apart.
+    return NotFound(
+        f"The specified task {task_id} is not found.", param="task_id", code="ResourceNotFound"
+    )
+
+
+async def visible_task(session: AsyncSession, *, auth: AuthContext, task_id: str) -> Task:
+    """The caller's user's task, if the client can see it; else the same 404 as an unknown id."""
+    task = await session.get(Task, task_id) if len(task_id) <= 64 else None
+    if (
+        task is None
+        or task.user_id != auth.user_id
+        or task.deleted_at is not None
+        or task.status not in VISIBLE_STATUSES
+    ):
+        raise _not_found(task_id)
+    return task
+
+
+async def retrieve_task(
+    *, session: AsyncSession, resources: Resources, auth: AuthContext, task_id: str, request_id: str
+) -> dict[str, Any]:
+    """The task object; refreshed from upstream first when open and older than the window."""
+    task = await visible_task(session, auth=auth, task_id=task_id)
+    if _is_stale(task, resources.settings.refresh_stale_seconds):
+        await release_connection(session)
+        await _coalesced_refresh(resources=resources, task_id=task.id, request_id=request_id)
+        await session.refresh(task)
+    return public_view(task)
+
+
+def _is_stale(task: Task, window_seconds: float) -> bool:
+    if TaskStatus(task.status).is_terminal:
+        return False
+    if task.refreshed_at is None:
+        return True
+    return task.refreshed_at < utcnow() - timedelta(seconds=window_seconds)
+
+
+async def _coalesced_refresh(*, resources: Resources, task_id: str, request_id: str) -> None:
+    async def job() -> None:
+        await refresh_task(
+            sessionmaker=resources.sessionmaker,
+            upstream=resources.upstream,
+            task_id=task_id,
+            request_id=request_id,
+        )
+
+    await resources.refreshes.run(task_id, job)
+
+
+async def list_tasks(
+    *, session: AsyncSession, auth: AuthContext, query: TaskListQuery
+) -> dict[str, Any]:
+    """The caller's user's tasks from the database, newest first, filtered and paged as upstream."""
+    conditions = [
+        col(Task.user_id) == auth.user_id,
+        col(Task.deleted_at).is_(None),
+        col(Task.service_tier) == query.service_tier,
+        col(Task.status).in_([query.status] if query.status else list(VISIBLE_STATUSES)),
+    ]
+    if query.model:
+        conditions.append(col(Task.model) == query.model)
+    if query.task_ids:
+        conditions.append(col(Task.id).in_(query.task_ids))
+    total = (await session.exec(select(func.count()).select_from(Task).where(*conditions))).one()
+    rows = await session.exec(
+        select(Task)
+        .where(*conditions)
+        .order_by(col(Task.created_at).desc(), col(Task.id).desc())
+        .offset((query.page_num - 1) * query.page_size)
+        .limit(query.page_size)
+    )
+    return {"total": total, "items": [public_view(task) for task in rows.all()]}
+
+
+async def delete_task(
+    *, session: AsyncSession, resources: Resources, auth: AuthContext, task_id: str, request_id: str
+) -> None:
+    """Cancel a queued task upstream, hide a finished one, refuse (409) a running one."""
+    task = await visible_task(session, auth=auth, task_id=task_id)
+    if not TaskStatus(task.status).is_terminal:
+        # Our copy may be stale; what is allowed depends on the upstream's state now.
+        await release_connection(session)
+        await refresh_task(
+            sessionmaker=resources.sessionmaker,
+            upstream=resources.upstream,
+            task_id=task.id,
+            request_id=request_id,
+        )
+        await session.refresh(task)
+    if task.status == TaskStatus.RUNNING:
+        raise Conflict(
+            f"The task {task_id} is running and cannot be cancelled.",
+            code="OperationDenied.TaskRunning",
+        )
+    if task.status == TaskStatus.QUEUED:
+        await _cancel_queued(session, resources=resources, task=task, request_id=request_id)
+        return
+    task.deleted_at = utcnow()
+    session.add(task)
+    await session.commit()
+
+
+async def _cancel_queued(
+    session: AsyncSession, *, resources: Resources, task: Task, request_id: str
+) -> None:
+    assert task.upstream_id is not None  # queued tasks always have one
+    await release_connection(session)
+    await resources.upstream.delete_task(task.upstream_id, request_id=request_id)
+    cancelled = {
+        **(task.snapshot or public_view(task)),
+        "id": task.upstream_id,
+        "status": TaskStatus.CANCELLED,
+    }
+    if not await apply_snapshot(session, task=task, snapshot=cancelled):
+        logger.info("task %s changed state while being cancelled", task.id)

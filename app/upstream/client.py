@@ -1,0 +1,154 @@
+"""The only code that speaks HTTP to Seedance: the four task calls, with the master key.
+
+Upstream answers are mapped onto the gateway's errors here:
+- 4xx (not 401/403): relayed as the upstream worded it, `Retry-After` kept on 429;
+- 401/403: our master key's problem, logged for the operator, a 502 for the client;
+- 5xx, bad JSON: 502; timeouts: 504. `maybe_created` says whether a create may have landed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from app.errors import UpstreamFailure, UpstreamRelayed, UpstreamTimeout
+
+logger = logging.getLogger(__name__)
+
+TASKS_PATH = "/contents/generations/tasks"
+_RELAYED_HEADERS = ("retry-after",)
+
+
+class UpstreamCallFailed(UpstreamFailure):
+    """The upstream failed (5xx, refused our key, unreadable, unreachable)."""
+
+    def __init__(self, message: str, *, maybe_created: bool, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.maybe_created = maybe_created
+
+
+class UpstreamTimedOut(UpstreamTimeout):
+    """The upstream did not answer in time; a create may have landed."""
+
+    maybe_created = True
+
+
+def create_http_client(
+    *,
+    base_url: str,
+    api_key: str,
+    timeout: float,
+    connect_timeout: float,
+    max_connections: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The pooled httpx client that carries the master key; made once, in the lifespan."""
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        transport=transport,
+    )
+
+
+class UpstreamClient:
+    """Seedance's task API as async methods returning parsed JSON."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def create_task(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
+        """POST a create; returns the upstream body (`{"id": ...}`)."""
+        return await self._call("POST", TASKS_PATH, request_id=request_id, json=body, creates=True)
+
+    async def get_task(self, upstream_id: str, *, request_id: str) -> dict[str, Any]:
+        """GET one task object."""
+        return await self._call("GET", f"{TASKS_PATH}/{upstream_id}", request_id=request_id)
+
+    async def list_tasks(
+        self, params: list[tuple[str, str | int]], *, request_id: str
+    ) -> dict[str, Any]:
+        """GET the account's task list (used only to reconcile creates of unknown outcome)."""
+        return await self._call("GET", TASKS_PATH, request_id=request_id, params=params)
+
+    async def delete_task(self, upstream_id: str, *, request_id: str) -> None:
+        """DELETE (cancel a queued task, or delete a finished one)."""
+        await self._call("DELETE", f"{TASKS_PATH}/{upstream_id}", request_id=request_id, json={})
+
+    async def _call(
+        self, method: str, path: str, *, request_id: str, creates: bool = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        headers = {"X-Client-Request-Id": request_id}
+        try:
+            response = await self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TimeoutException as exc:
+            # A connect timeout means the request never left; anything later may have landed.
+            sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            if sent:
+                raise UpstreamTimedOut("The upstream service did not answer in time.") from None
+            raise UpstreamCallFailed(
+                "The upstream service is unreachable.", maybe_created=False
+            ) from None
+        except httpx.TransportError as exc:
+            sent = not isinstance(exc, httpx.ConnectError)
+            logger.warning("upstream %s %s transport error: %s", method, path, type(exc).__name__)
+            raise UpstreamCallFailed(
+                "The upstream service is unreachable.", maybe_created=creates and sent
+            ) from None
+        return _parse(response, method=method, path=path, creates=creates)
+
+
+def _parse(response: httpx.Response, *, method: str, path: str, creates: bool) -> dict[str, Any]:
+    status = response.status_code
+    body = _json_or_none(response)
+    if 200 <= status < 300:
+        if not isinstance(body, dict):
+            logger.error("upstream %s %s answered %s with a non-object body", method, path, status)
+            raise UpstreamCallFailed(
+                "The upstream service sent an unreadable answer.", maybe_created=creates
+            )
+        return body
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    if not isinstance(error, dict):
+        error = {}
+    code = str(error.get("code") or "")
+    if status in (401, 403):
+        logger.error(
+            "upstream refused the gateway's master key: HTTP %s code=%s (check "
+            "GATEWAY_UPSTREAM_API_KEY and the account)",
+            status,
+            code or "-",
+        )
+        raise UpstreamCallFailed(
+            "The gateway's upstream credentials were refused.",
+            maybe_created=False,
+            code="UpstreamAuthenticationError",
+        )
+    if status >= 500 or status < 400:
+        logger.warning("upstream %s %s answered HTTP %s code=%s", method, path, status, code or "-")
+        raise UpstreamCallFailed(
+            "The upstream service encountered an error.", maybe_created=creates
+        )
+    headers = {
+        name: response.headers[name] for name in _RELAYED_HEADERS if name in response.headers
+    }
+    raise UpstreamRelayed(
+        status=status,
+        code=code or "InvalidParameter",
+        message=str(error.get("message") or "The upstream service refused the request."),
+        param=str(error.get("param") or ""),
+        error_type=str(error.get("type") or "BadRequest"),
+        headers=headers,
+    )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

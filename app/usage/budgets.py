@@ -1,0 +1,177 @@
+"""Budgets: spend limits per user or key and period, checked and reserved in one atomic step.
+
+Spend counts each task in the period it was created in: its settled cost once settled, 0 once
+released, and its reservation while still open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, case, func, update
+from sqlalchemy.orm import aliased
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.db import utcnow
+from app.errors import InvalidParameter, NotFound, TooManyRequests
+from app.keys.models import ApiKey, User
+from app.usage.models import Budget, BudgetPeriod, LedgerEntry, LedgerKind
+
+RESERVE = aliased(LedgerEntry, name="reserve")
+SETTLE = aliased(LedgerEntry, name="settle")
+RELEASE = aliased(LedgerEntry, name="release_")
+
+
+QueryT = TypeVar("QueryT", bound=Select[Any])
+
+
+def with_outcomes(query: QueryT) -> QueryT:
+    """`query` over reserve rows, each joined to its task's settle and release rows if any."""
+    return (
+        query.select_from(RESERVE)
+        .outerjoin(
+            SETTLE,
+            and_(
+                col(SETTLE.task_id) == col(RESERVE.task_id), col(SETTLE.kind) == LedgerKind.SETTLE
+            ),
+        )
+        .outerjoin(
+            RELEASE,
+            and_(
+                col(RELEASE.task_id) == col(RESERVE.task_id),
+                col(RELEASE.kind) == LedgerKind.RELEASE,
+            ),
+        )
+        .where(col(RESERVE.kind) == LedgerKind.RESERVE)
+    )
+
+
+def effective_totals() -> tuple[Any, Any]:
+    """Summed cost and tokens: settled if settled, 0 if released, else the reservation."""
+    settled, released = col(SETTLE.id).is_not(None), col(RELEASE.id).is_not(None)
+    cost = case((settled, col(SETTLE.cost_micros)), (released, 0), else_=col(RESERVE.cost_micros))
+    tokens = case((settled, col(SETTLE.tokens)), (released, 0), else_=col(RESERVE.tokens))
+    return func.coalesce(func.sum(cost), 0), func.coalesce(func.sum(tokens), 0)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a scope has used in a period."""
+
+    micros: int
+    tokens: int
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """Start and end (UTC) of the budget period containing `now`; None for `total`."""
+    if period == BudgetPeriod.DAILY:
+        start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    if period == BudgetPeriod.MONTHLY:
+        start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return start, (start + timedelta(days=32)).replace(day=1)
+    return None, None
+
+
+async def lock_user(session: AsyncSession, *, user_id: str) -> None:
+    """Serialise one user's creates until commit: checks that read, then insert, cannot interleave.
+
+    A row lock on PostgreSQL; the database write lock on SQLite.
+    """
+    await session.exec(
+        update(User).where(col(User.id) == user_id).values(updated_at=User.updated_at)
+    )
+
+
+async def spend(
+    session: AsyncSession, *, user_id: str, key_id: str | None, since: datetime | None
+) -> Spend:
+    """Effective spend of a user (or one of its keys) on tasks created since `since`."""
+    query = with_outcomes(select(*effective_totals())).where(col(RESERVE.user_id) == user_id)
+    if key_id is not None:
+        query = query.where(col(RESERVE.key_id) == key_id)
+    if since is not None:
+        query = query.where(col(RESERVE.created_at) >= since)
+    micros, tokens = (await session.exec(query)).one()
+    return Spend(micros=int(micros), tokens=int(tokens))
+
+
+async def enforce_budgets(
+    session: AsyncSession, *, user_id: str, key_id: str, add_micros: int, add_tokens: int
+) -> None:
+    """429 `QuotaExceeded.Budget` if the new reservation would take any budget over its limit.
+
+    Call under `lock_user` and reserve in the same transaction, so concurrent creates cannot
+    overshoot.
+    """
+    budgets = (
+        await session.exec(
+            select(Budget).where(col(Budget.scope).in_([f"user:{user_id}", f"key:{key_id}"]))
+        )
+    ).all()
+    now = utcnow()
+    for budget in budgets:
+        start, end = period_bounds(budget.period, now)
+        used = await spend(session, user_id=user_id, key_id=budget.key_id, since=start)
+        over_cost = (
+            budget.limit_micros is not None and used.micros + add_micros > budget.limit_micros
+        )
+        over_tokens = (
+            budget.limit_tokens is not None and used.tokens + add_tokens > budget.limit_tokens
+        )
+        if over_cost or over_tokens:
+            scope = "key" if budget.key_id else "user"
+            retry_after = int((end - now).total_seconds()) if end else 86_400
+            raise TooManyRequests(
+                f"The {budget.period} budget of this {scope} does not cover this task.",
+                code="QuotaExceeded.Budget",
+                retry_after=retry_after,
+                retryable=False,
+            )
+
+
+async def set_budget(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    key_id: str | None,
+    period: str,
+    limit_micros: int | None,
+    limit_tokens: int | None,
+) -> Budget:
+    """Create or replace the budget of a user or one of its keys."""
+    if limit_micros is None and limit_tokens is None:
+        raise InvalidParameter("limit", "give a cost limit, a token limit, or both")
+    if key_id is not None:
+        key = await session.get(ApiKey, key_id)
+        if key is None:
+            raise NotFound(f"The key {key_id} does not exist.", param="key_id")
+        user_id = key.user_id
+    elif await session.get(User, user_id) is None:
+        raise NotFound(f"The user {user_id} does not exist.", param="user_id")
+    scope = f"key:{key_id}" if key_id else f"user:{user_id}"
+    budget = (await session.exec(select(Budget).where(Budget.scope == scope))).first()
+    if budget is None:
+        budget = Budget(scope=scope, user_id=user_id, key_id=key_id)
+    budget.period, budget.limit_micros, budget.limit_tokens = period, limit_micros, limit_tokens
+    budget.updated_at = utcnow()
+    session.add(budget)
+    await session.commit()
+    return budget
+
+
+async def delete_budget(session: AsyncSession, *, scope: str) -> None:
+    """Remove a budget; 404 if there is none."""
+    budget = (await session.exec(select(Budget).where(Budget.scope == scope))).first()
+    if budget is None:
+        raise NotFound("There is no budget here.", param="budget")
+    await session.delete(budget)
+    await session.commit()
+
+
+async def budgets_of(session: AsyncSession, *, user_id: str) -> list[Budget]:
+    """A user's own budget and its keys' budgets."""
+    return list((await session.exec(select(Budget).where(Budget.user_id == user_id))).all())

@@ -1,0 +1,152 @@
+"""The usage ledger: reserve at create, settle on success, release otherwise; exactly once each.
+
+Rows are only ever inserted, in the caller's transaction. The unique (task, kind) constraint
+backs the compare-and-swap on the task's status: a second settle cannot be written.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.tasks.catalog import ModelSpec
+from app.tasks.models import Task, TaskStatus
+from app.usage.models import MICROS, LedgerEntry, LedgerKind, Price
+
+logger = logging.getLogger(__name__)
+
+
+def cost_micros(tokens: int, price: Price | None) -> int:
+    """Cost of `tokens` at `price`, in micro-units, rounded half up; 0 when unpriced."""
+    if price is None:
+        return 0
+    return (tokens * price.micros_per_million_tokens + MICROS // 2) // MICROS
+
+
+def estimate_tokens(task: Task, spec: ModelSpec) -> int:
+    """Reserved tokens: W×H×(24·d+1)/1024 from the effective resolution, ratio and length."""
+    seconds = spec.seconds(duration=task.duration, frames=task.frames)
+    return spec.tokens(
+        resolution=task.resolution or spec.default_resolution,
+        ratio=task.ratio or "adaptive",
+        seconds=seconds,
+    )
+
+
+async def price_in_force(
+    session: AsyncSession, *, models: list[str], service_tier: str, at: datetime
+) -> Price | None:
+    """The newest price effective at `at` for the first of `models` that has one."""
+    for model in dict.fromkeys(models):
+        price = (
+            await session.exec(
+                select(Price)
+                .where(
+                    Price.model == model,
+                    Price.service_tier == service_tier,
+                    col(Price.effective_from) <= at,
+                )
+                .order_by(col(Price.effective_from).desc())
+                .limit(1)
+            )
+        ).first()
+        if price is not None:
+            return price
+    return None
+
+
+def reserve_entry(task: Task, *, tokens: int, price: Price | None) -> LedgerEntry:
+    """The reserve row for a new task (added by the caller with the task, in one transaction)."""
+    if price is None:
+        logger.warning(
+            "model %s (%s) has no price: task %s runs unpriced",
+            task.model,
+            task.service_tier,
+            task.id,
+        )
+    return _entry(
+        task,
+        LedgerKind.RESERVE,
+        tokens=tokens,
+        total_tokens=tokens,
+        cost=cost_micros(tokens, price),
+        price=price,
+    )
+
+
+async def record_outcome(
+    session: AsyncSession, *, task: Task, status: TaskStatus, snapshot: dict[str, Any] | None
+) -> LedgerEntry:
+    """Settle a succeeded task at its reserve's price, or release any other terminal one."""
+    reserve = (
+        await session.exec(
+            select(LedgerEntry).where(
+                LedgerEntry.task_id == task.id, LedgerEntry.kind == LedgerKind.RESERVE
+            )
+        )
+    ).one()
+    if status != TaskStatus.SUCCEEDED:
+        entry = _entry(
+            task,
+            LedgerKind.RELEASE,
+            tokens=0,
+            total_tokens=0,
+            cost=0,
+            price=None,
+            currency=reserve.currency,
+        )
+    else:
+        price = await session.get(Price, reserve.price_id) if reserve.price_id else None
+        tokens, total = _usage_tokens(task, snapshot, fallback=reserve.tokens)
+        entry = _entry(
+            task,
+            LedgerKind.SETTLE,
+            tokens=tokens,
+            total_tokens=total,
+            cost=cost_micros(tokens, price),
+            price=price,
+        )
+    session.add(entry)
+    return entry
+
+
+def _usage_tokens(task: Task, snapshot: dict[str, Any] | None, *, fallback: int) -> tuple[int, int]:
+    usage = (snapshot or {}).get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    completion, total = usage.get("completion_tokens"), usage.get("total_tokens")
+    if not isinstance(completion, int) and isinstance(total, int):
+        completion = total
+    if not isinstance(completion, int):
+        # Should not happen; bill the estimate rather than nothing, and say so loudly.
+        logger.error("task %s succeeded without usage tokens; settling the estimate", task.id)
+        return fallback, fallback
+    return completion, total if isinstance(total, int) else completion
+
+
+def _entry(
+    task: Task,
+    kind: LedgerKind,
+    *,
+    tokens: int,
+    total_tokens: int,
+    cost: int,
+    price: Price | None,
+    currency: str | None = None,
+) -> LedgerEntry:
+    return LedgerEntry(
+        task_id=task.id,
+        kind=kind,
+        user_id=task.user_id,
+        key_id=task.key_id,
+        model=task.model,
+        service_tier=task.service_tier,
+        tokens=tokens,
+        total_tokens=total_tokens,
+        cost_micros=cost,
+        currency=price.currency if price else currency,
+        price_id=price.id if price else None,
+    )

@@ -1,0 +1,171 @@
+"""Usage reports read from the ledger: per user, key, model or day, as JSON rows or CSV.
+
+A task counts in the period it was created in (its reservation's time), as budgets count it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import case, func
+from sqlalchemy import select as sa_select
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.db import utcnow
+from app.usage.budgets import (
+    RELEASE,
+    RESERVE,
+    SETTLE,
+    budgets_of,
+    period_bounds,
+    spend,
+    with_outcomes,
+)
+from app.usage.models import MICROS
+
+GroupBy = Literal["user", "key", "model", "day"]
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Totals of one group: settled usage and cost, open reservations, counts by outcome."""
+
+    group: str
+    currency: str | None
+    tasks: int
+    settled_tasks: int
+    released_tasks: int
+    open_tasks: int
+    tokens: int
+    cost_micros: int
+    reserved_micros: int
+    unpriced_tasks: int
+
+    @property
+    def cost(self) -> str:
+        """Settled cost in currency units, exactly (micro-units have six decimals)."""
+        return str(Decimal(self.cost_micros) / MICROS)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row with its decimal cost."""
+        return {**asdict(self), "cost": self.cost}
+
+
+def _group_column(group_by: GroupBy, dialect: str) -> Any:
+    if group_by == "user":
+        return col(RESERVE.user_id)
+    if group_by == "key":
+        return col(RESERVE.key_id)
+    if group_by == "model":
+        return col(RESERVE.model)
+    if dialect == "sqlite":  # stored as naive UTC text
+        return func.strftime("%Y-%m-%d", col(RESERVE.created_at))
+    return func.to_char(func.timezone("UTC", col(RESERVE.created_at)), "YYYY-MM-DD")
+
+
+async def usage_report(
+    session: AsyncSession,
+    *,
+    group_by: GroupBy,
+    start: datetime | None,
+    end: datetime | None,
+    user_id: str | None = None,
+) -> list[UsageRow]:
+    """One row per group (and currency) of tasks created in [start, end)."""
+    group = _group_column(group_by, session.get_bind().dialect.name).label("group")
+    open_ = col(SETTLE.id).is_(None) & col(RELEASE.id).is_(None)
+    query = (
+        with_outcomes(
+            sa_select(
+                group,
+                col(RESERVE.currency),
+                func.count(col(RESERVE.id)),
+                func.count(col(SETTLE.id)),
+                func.count(col(RELEASE.id)),
+                func.sum(case((open_, 1), else_=0)),
+                func.coalesce(func.sum(col(SETTLE.tokens)), 0),
+                func.coalesce(func.sum(col(SETTLE.cost_micros)), 0),
+                func.sum(case((open_, col(RESERVE.cost_micros)), else_=0)),
+                func.sum(case((col(RESERVE.price_id).is_(None), 1), else_=0)),
+            )
+        )
+        .group_by(group, col(RESERVE.currency))
+        .order_by(group)
+    )
+    if start is not None:
+        query = query.where(col(RESERVE.created_at) >= start)
+    if end is not None:
+        query = query.where(col(RESERVE.created_at) < end)
+    if user_id is not None:
+        query = query.where(col(RESERVE.user_id) == user_id)
+    # SQLModel types select() up to four columns; this is SQLAlchemy's, which it runs as well.
+    rows = (await session.exec(query)).all()  # type: ignore[call-overload]
+    return [UsageRow(str(r[0]), r[1], *(int(v or 0) for v in r[2:])) for r in rows]
+
+
+def to_csv(rows: list[UsageRow], *, group_by: GroupBy) -> str:
+    """The rows as CSV for finance, with the cost in currency units and in micro-units."""
+    out = io.StringIO()
+    fields = [
+        "tasks",
+        "settled_tasks",
+        "released_tasks",
+        "open_tasks",
+        "tokens",
+        "cost",
+        "cost_micros",
+        "reserved_micros",
+        "unpriced_tasks",
+    ]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([group_by, "currency", *fields])
+    for row in rows:
+        data = row.as_dict()
+        writer.writerow([row.group, row.currency or "", *(data[name] for name in fields)])
+    return out.getvalue()
+
+
+async def self_service_usage(session: AsyncSession, *, user_id: str, key_id: str) -> dict[str, Any]:
+    """A key's view of its user: this month's usage by model, and each budget's room left."""
+    now = utcnow()
+    month_start, month_end = period_bounds("monthly", now)
+    rows = await usage_report(
+        session, group_by="model", start=month_start, end=month_end, user_id=user_id
+    )
+    budgets = []
+    for budget in await budgets_of(session, user_id=user_id):
+        if budget.key_id not in (None, key_id):
+            continue  # another key's budget is not this key's business
+        start, end = period_bounds(budget.period, now)
+        used = await spend(session, user_id=user_id, key_id=budget.key_id, since=start)
+        budgets.append(
+            {
+                "scope": "key" if budget.key_id else "user",
+                "period": budget.period,
+                "resets_at": end,
+                "limit_micros": budget.limit_micros,
+                "spent_micros": used.micros,
+                "remaining_micros": _left(budget.limit_micros, used.micros),
+                "limit_tokens": budget.limit_tokens,
+                "spent_tokens": used.tokens,
+                "remaining_tokens": _left(budget.limit_tokens, used.tokens),
+            }
+        )
+    return {
+        "user_id": user_id,
+        "key_id": key_id,
+        "from": month_start,
+        "to": month_end,
+        "usage": [row.as_dict() for row in rows],
+        "budgets": budgets,
+    }
+
+
+def _left(limit: int | None, used: int) -> int | None:
+    return None if limit is None else max(0, limit - used)

@@ -1,0 +1,170 @@
+"""Real processes: a simulator and gateway(s) started as the CLI starts them, on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, MASTER_KEY, PG_SERVER
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Process:
+    """A started process and its log file."""
+
+    popen: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+    def stop(self) -> str:
+        """Stop the process (SIGTERM, then SIGKILL) and return its whole log."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.log.read_text()
+
+
+def start(
+    args: list[str], *, env: dict[str, str], port: int, log: Path, health: str = "/healthz"
+) -> Process:
+    handle = log.open("wb")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(url + health, popen, log)
+    return Process(popen=popen, log=log, url=url)
+
+
+@dataclass
+class Stack:
+    """A simulator process and a way to start gateway processes against it."""
+
+    simulator: Process
+    database_url: str
+    tmp: Path
+    gateways: list[Process] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        return {
+            **base,
+            "GATEWAY_UPSTREAM_API_KEY": MASTER_KEY,
+            "GATEWAY_UPSTREAM_BASE_URL": f"{self.simulator.url}/api/v3",
+            "GATEWAY_DATABASE_URL": self.database_url,
+            "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "GATEWAY_LOG_LEVEL": "DEBUG",
+            "GATEWAY_REFRESH_STALE_SECONDS": "0",
+            **extra,
+        }
+
+    def start_gateway(self, **extra: str) -> Process:
+        port = free_port()
+        log = self.tmp / f"gateway-{len(self.gateways)}.log"
+        process = start(["serve", "--port", str(port)], env=self.env(**extra), port=port, log=log)
+        self.gateways.append(process)
+        return process
+
+    def sim(self, method: str, path: str, **kwargs: Any) -> Any:
+        return httpx.request(method, self.simulator.url + path, **kwargs).json()
+
+    def new_key(self, gateway: Process, name: str) -> str:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        user = httpx.post(f"{gateway.url}/admin/v1/users", json={"name": name}, headers=headers)
+        key = httpx.post(
+            f"{gateway.url}/admin/v1/users/{user.json()['id']}/keys", json={}, headers=headers
+        )
+        return str(key.json()["key"])
+
+
+async def _recreate(name: str, drop_only: bool = False) -> None:
+    connection = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop_only:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def e2e_database() -> Any:
+    name = f"sgw_e2e_{os.getpid()}"
+    await _recreate(name)
+    yield f"{PG_SERVER.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    await _recreate(name, drop_only=True)
+
+
+@pytest.fixture(scope="module")
+def stack(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One simulator process for the module; gateways are started by the tests."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    simulator = start(
+        [
+            "simulate",
+            "--port",
+            str(port),
+            "--api-key",
+            MASTER_KEY,
+            "--queued-seconds",
+            "0",
+            "--running-seconds",
+            "0",
+        ],
+        env=env,
+        port=port,
+        log=tmp / "simulator.log",
+        health="/_sim/stats",
+    )
+    stack = Stack(simulator=simulator, database_url=e2e_database, tmp=tmp)
+    yield stack
+    logs = [process.stop() for process in stack.gateways] + [simulator.stop()]
+    # The master key must appear in no log line of any process, even at DEBUG.
+    for log in logs[:-1]:
+        assert MASTER_KEY not in log
+        assert "DEBUG" in log  # the check above really read DEBUG output

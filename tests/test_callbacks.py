@@ -1,0 +1,125 @@
+"""Client callbacks: sent by the gateway with its own ids, once per status, retried on failure."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from app.db import utcnow
+from app.lifespan import poller_for
+from app.simulator.state import SimulatorState
+from app.tasks.models import CallbackDelivery
+from tests.conftest import MASTER_KEY
+from tests.helpers import TASKS, body
+
+HOOK = "https://hooks.example.test/seedance"
+
+
+class Receiver:
+    """A client's callback endpoint that records what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.answer = 200
+        self.app = FastAPI()
+
+        @self.app.post("/seedance")
+        async def hook(request: Request) -> Response:
+            self.received.append(await request.json())
+            self.headers.append(dict(request.headers))
+            return Response(status_code=self.answer)
+
+    def transport(self) -> httpx.ASGITransport:
+        return httpx.ASGITransport(app=self.app)
+
+
+@pytest.fixture
+def receiver() -> Receiver:
+    return Receiver()
+
+
+async def test_status_changes_are_posted_with_gateway_ids(
+    make_gateway, receiver: Receiver, sim_state: SimulatorState
+) -> None:
+    gateway = await make_gateway(callbacks=receiver.transport())
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body(callback_url=HOOK))).json()["id"]
+    assert "callback_url" not in next(iter(sim_state.tasks.values())).body  # kept from upstream
+    await client.get(f"{TASKS}/{task_id}")  # succeeded
+    poller = poller_for(gateway.app.state.resources)
+    await poller.run_once()
+    await poller.run_once()
+    assert [(p["id"], p["status"]) for p in receiver.received] == [
+        (task_id, "queued"),
+        (task_id, "succeeded"),
+    ]
+    assert receiver.received[1]["usage"]["completion_tokens"] > 0
+    upstream_ids = set(sim_state.tasks)
+    assert not any(p["id"] in upstream_ids for p in receiver.received)
+    assert all("authorization" not in h for h in receiver.headers)
+    assert MASTER_KEY not in repr(receiver.headers)
+
+
+async def test_unacknowledged_terminal_callback_is_retried_three_times(
+    make_gateway, receiver: Receiver
+) -> None:
+    receiver.answer = 500
+    gateway = await make_gateway(callbacks=receiver.transport())
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body("[sim:fail] fox", callback_url=HOOK))).json()[
+        "id"
+    ]
+    await client.get(f"{TASKS}/{task_id}")
+    poller = poller_for(gateway.app.state.resources)
+    sessionmaker = gateway.app.state.resources.sessionmaker
+    for _ in range(6):
+        await poller.run_once()
+        async with sessionmaker() as session:  # let the back-off pass at once
+            await session.exec(
+                update(CallbackDelivery)
+                .where(col(CallbackDelivery.delivered_at).is_(None))
+                .values(next_attempt_at=utcnow())
+            )
+            await session.commit()
+    statuses = [p["status"] for p in receiver.received]
+    assert statuses.count("queued") == 1  # non-terminal: one try
+    assert statuses.count("failed") == 4  # terminal: one try and three retries
+    async with sessionmaker() as session:
+        failed = (
+            await session.exec(select(CallbackDelivery).where(CallbackDelivery.status == "failed"))
+        ).one()
+    assert failed.delivered_at is None and failed.last_error == "HTTP 500"
+
+
+async def test_a_later_2xx_ends_the_retries(make_gateway, receiver: Receiver) -> None:
+    receiver.answer = 503
+    gateway = await make_gateway(callbacks=receiver.transport())
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body(callback_url=HOOK))).json()["id"]
+    await client.get(f"{TASKS}/{task_id}")
+    poller = poller_for(gateway.app.state.resources)
+    await poller.run_once()
+    receiver.answer = 200
+    async with gateway.app.state.resources.sessionmaker() as session:
+        await session.exec(
+            update(CallbackDelivery).values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+        await session.commit()
+    await poller.run_once()
+    await poller.run_once()
+    assert [p["status"] for p in receiver.received] == ["queued", "succeeded", "succeeded"]
+
+
+async def test_no_callback_url_queues_nothing(gateway, receiver: Receiver) -> None:
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    await client.get(f"{TASKS}/{task_id}")
+    async with gateway.app.state.resources.sessionmaker() as session:
+        assert (await session.exec(select(CallbackDelivery))).all() == []

@@ -1,0 +1,97 @@
+"""The `seedance-gateway` command, run as a real process on a fresh SQLite database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{db}"
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_users_and_keys_lifecycle(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    assert run("migrate", db=db).returncode == 0
+    created = run("users", "create", "team-a", "--allowed-models", "m1,m2", db=db)
+    assert created.returncode == 0, created.stderr
+    user = json.loads(created.stdout)
+    assert user["allowed_models"] == ["m1", "m2"]
+    assert user["id"] in run("users", "list", db=db).stdout
+
+    key = json.loads(run("keys", "create", "--user", user["id"], "--name", "ci", db=db).stdout)
+    assert key["key"].startswith("sgw-")
+    listing = run("keys", "list", "--user", user["id"], db=db).stdout
+    assert key["id"] in listing and "active" in listing and key["key"] not in listing
+    assert run("keys", "revoke", key["id"], db=db).returncode == 0
+    assert "revoked" in run("keys", "list", "--user", user["id"], db=db).stdout
+
+
+def test_errors_are_one_line_and_exit_nonzero(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    run("migrate", db=db)
+    result = run("keys", "create", "--user", "usr_nobody", db=db)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: The user usr_nobody does not exist."
+
+
+def test_prices_budgets_and_usage_report(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    run("migrate", db=db)
+    listed = run("prices", "list", "--model", "seedance-1-0-pro-250528", db=db).stdout
+    assert "2.5 USD/M tokens" in listed and "1.25 USD/M tokens" in listed  # seeded, flex at half
+    assert run("prices", "set", "seedance-1-0-pro-250528", "3.1", db=db).returncode == 0
+    assert (
+        "3.1 USD/M tokens"
+        in run("prices", "list", "--model", "seedance-1-0-pro-250528", db=db).stdout
+    )
+    user = json.loads(run("users", "create", "team-a", db=db).stdout)
+    budget = run("budgets", "set", "--user", user["id"], "--limit", "50", db=db)
+    assert budget.stdout.startswith(f"budget user:{user['id']}: monthly, limit 50")
+    report = run("usage", "report", "--by", "model", "--csv", db=db)
+    assert report.stdout.splitlines()[0].startswith("model,currency,tasks,settled_tasks")
+
+
+def test_limit_overrides(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    run("migrate", db=db)
+    user = json.loads(run("users", "create", "team-a", db=db).stdout)
+    shown = json.loads(
+        run(
+            "users",
+            "limits",
+            user["id"],
+            "--create-rate",
+            "5/minute",
+            "--max-in-flight",
+            "2",
+            db=db,
+        ).stdout
+    )
+    assert (shown["create_rate_limit"], shown["max_tasks_in_flight"]) == ("5/minute", 2)
+    reset = json.loads(run("users", "limits", user["id"], "--create-rate", "default", db=db).stdout)
+    assert reset["create_rate_limit"] is None and reset["max_tasks_in_flight"] == 2
+    key = json.loads(run("keys", "create", "--user", user["id"], db=db).stdout)
+    assert (
+        json.loads(run("keys", "limits", key["id"], "--read-rate", "9/second", db=db).stdout)[
+            "read_rate_limit"
+        ]
+        == "9/second"
+    )
+    bad = run("keys", "limits", key["id"], "--read-rate", "lots", db=db)
+    assert bad.returncode != 0 and "read_rate_limit" in bad.stderr

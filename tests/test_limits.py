@@ -1,0 +1,171 @@
+"""Request rates, in-flight caps and auth throttling: 429s in the Ark envelope, before upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from app.simulator.state import SimulatorState
+from tests.conftest import Gateway
+from tests.helpers import TASKS, body, database_rows
+
+
+def assert_limit_429(response: httpx.Response, code: str) -> None:
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == (code, "TooManyRequests")
+    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_create_rate_per_key_refuses_before_upstream(
+    make_gateway, sim_state: SimulatorState
+) -> None:
+    gateway = await make_gateway(create_rate_limit="3/minute")
+    first = await gateway.user_client("alice")
+    second = await gateway.user_client("bob")
+    answers = [await first.post(TASKS, json=body()) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert_limit_429(answers[3], "RateLimitExceeded.KeyCreate")
+    assert answers[3].headers["ratelimit-policy"] == '"create";q=3;w=60'
+    assert answers[3].headers["x-ratelimit-remaining"] == "0"
+    assert answers[0].headers["ratelimit"].startswith('"create";r=2;t=')
+    assert sim_state.calls["create"] == 3
+    assert (await second.post(TASKS, json=body())).status_code == 200  # another key: unaffected
+
+
+async def test_reads_count_per_key_whatever_the_task_id(make_gateway) -> None:
+    gateway = await make_gateway(read_rate_limit="100/minute")
+    client = await gateway.user_client("alice")
+    answers = [await client.get(f"{TASKS}/cgt-20260101000000-{i:020d}") for i in range(100)]
+    assert {a.status_code for a in answers} == {404}
+    assert_limit_429(await client.get(TASKS), "RateLimitExceeded.KeyRead")
+    assert (await client.post(TASKS, json=body())).status_code == 200  # creates count apart
+
+
+async def test_rejected_by_rate_limit_writes_nothing(make_gateway, sim_state) -> None:
+    gateway = await make_gateway(create_rate_limit="1/minute")
+    client = await gateway.user_client("alice")
+    await client.post(TASKS, json=body())
+    before = await database_rows(gateway.app)
+    assert (await client.post(TASKS, json=body())).status_code == 429
+    assert await database_rows(gateway.app) == before
+
+
+async def test_in_flight_cap_per_key_frees_when_a_task_ends(make_gateway, sim_config) -> None:
+    sim_config.queued_seconds = 60
+    gateway = await make_gateway(max_tasks_in_flight_per_key=3)
+    client = await gateway.user_client("alice")
+    ids = [(await client.post(TASKS, json=body())).json()["id"] for _ in range(3)]
+    assert_limit_429(await client.post(TASKS, json=body()), "ConcurrencyLimitExceeded.Key")
+    await client.delete(f"{TASKS}/{ids[0]}")  # cancelled: no longer in flight
+    assert (await client.post(TASKS, json=body())).status_code == 200
+
+
+async def test_in_flight_cap_per_user_spans_its_keys(make_gateway, sim_config) -> None:
+    sim_config.queued_seconds = 60
+    gateway = await make_gateway(max_tasks_in_flight_per_user=2)
+    user = await gateway.create_user("alice")
+    keys = [gateway.as_user(await gateway.create_key(user["id"])) for _ in range(2)]
+    assert (await keys[0].post(TASKS, json=body())).status_code == 200
+    assert (await keys[1].post(TASKS, json=body())).status_code == 200
+    assert_limit_429(await keys[1].post(TASKS, json=body()), "ConcurrencyLimitExceeded.User")
+
+
+async def test_global_cap_bounds_open_upstream_tasks(
+    make_gateway, sim_config, sim_state: SimulatorState
+) -> None:
+    sim_config.queued_seconds = 60
+    replicas = [await make_gateway(max_tasks_in_flight_global=5) for _ in range(2)]
+    clients = [await replicas[i % 2].user_client(f"user-{i}") for i in range(10)]
+    answers = await asyncio.gather(
+        *(client.post(TASKS, json=body()) for client in clients for _ in range(2))
+    )
+    codes = [a.status_code for a in answers]
+    assert codes.count(200) == 5 and codes.count(429) == 15
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {
+        "ConcurrencyLimitExceeded.Gateway"
+    }
+    assert sim_state.peak_open == 5 and sim_state.calls["create"] == 5
+
+
+async def test_overrides_per_user_and_key(make_gateway, admin_headers) -> None:
+    gateway = await make_gateway(create_rate_limit="100/minute")
+    user = await gateway.create_user("alice")
+    key = await gateway.create_key(user["id"])
+    client = gateway.as_user(key)
+    patched = await gateway.client.patch(
+        f"/admin/v1/users/{user['id']}",
+        headers=admin_headers,
+        json={"create_rate_limit": "1/minute"},
+    )
+    assert patched.json()["create_rate_limit"] == "1/minute"
+    assert (await client.post(TASKS, json=body())).status_code == 200
+    assert_limit_429(await client.post(TASKS, json=body()), "RateLimitExceeded.KeyCreate")
+    key_id = (
+        await gateway.client.get(f"/admin/v1/users/{user['id']}/keys", headers=admin_headers)
+    ).json()[0]["id"]
+    await gateway.client.patch(
+        f"/admin/v1/keys/{key_id}", headers=admin_headers, json={"create_rate_limit": "5/minute"}
+    )  # the key's own wins
+    assert (await client.post(TASKS, json=body())).status_code == 200
+    bad = await gateway.client.patch(
+        f"/admin/v1/keys/{key_id}", headers=admin_headers, json={"read_rate_limit": "lots"}
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "read_rate_limit"
+
+
+def client_from(gateway: Gateway, address: str, key: str = "", **headers: str) -> httpx.AsyncClient:
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=gateway.app, client=(address, 5555)),
+        base_url="http://gateway.test",
+        headers={**auth, **headers},
+    )
+
+
+async def test_bad_keys_are_throttled_per_address(make_gateway) -> None:
+    gateway = await make_gateway(auth_failure_limit="10/minute")
+    user = await gateway.create_user("alice")
+    key = await gateway.create_key(user["id"])
+    attacker = client_from(gateway, "198.51.100.9")
+    guesses = [
+        await attacker.get(TASKS, headers={"Authorization": f"Bearer sgw-guess{i}"})
+        for i in range(12)
+    ]
+    assert [g.status_code for g in guesses] == [401] * 10 + [429] * 2
+    assert_limit_429(guesses[-1], "RateLimitExceeded.AuthFailures")
+    assert (await client_from(gateway, "198.51.100.10", key).get(TASKS)).status_code == 200
+    # The throttled address is refused even with a good key until its window passes.
+    assert (await client_from(gateway, "198.51.100.9", key).get(TASKS)).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("peer", "expect_throttled_client"),
+    [
+        ("10.0.0.5", "203.0.113.7"),  # a trusted proxy: its X-Forwarded-For names the client
+        ("192.0.2.44", "192.0.2.44"),  # not trusted: the header is ignored, the peer is the client
+    ],
+)
+async def test_forwarded_for_only_from_trusted_proxies(
+    make_gateway, peer: str, expect_throttled_client: str
+) -> None:
+    gateway = await make_gateway(auth_failure_limit="2/minute", trusted_proxies=["10.0.0.0/8"])
+    sender = client_from(gateway, peer, "sgw-bad", **{"X-Forwarded-For": "203.0.113.7"})
+    for _ in range(2):
+        await sender.get(TASKS)
+    assert (await sender.get(TASKS)).status_code == 429
+    user = await gateway.create_user("alice")
+    key = await gateway.create_key(user["id"])
+    direct = client_from(gateway, expect_throttled_client, key)
+    assert (await direct.get(TASKS)).status_code == 429
+    other = client_from(gateway, "198.51.100.1", key)
+    assert (await other.get(TASKS)).status_code == 200
+
+
+async def test_success_carries_rate_headers(gateway: Gateway) -> None:
+    client = await gateway.user_client("alice")
+    response = await client.get(TASKS)
+    assert response.headers["ratelimit-policy"].startswith('"read";q=100000;w=60')
+    assert int(response.headers["x-ratelimit-remaining"]) == 99_999

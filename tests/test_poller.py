@@ -1,0 +1,154 @@
+"""The poller: settles what nobody polls, reconciles unknown creates, expires, backs off."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from app.db import utcnow
+from app.lifespan import poller_for
+from app.simulator.state import SimulatorState
+from app.tasks.models import Task
+from app.usage.models import LedgerEntry
+from tests.conftest import Gateway
+from tests.helpers import TASKS, body
+
+
+async def rows(gateway: Gateway, model: type, *where) -> list:
+    async with gateway.app.state.resources.sessionmaker() as session:
+        return list((await session.exec(select(model).where(*where))).all())
+
+
+async def set_task(gateway: Gateway, task_id: str, **values) -> None:
+    async with gateway.app.state.resources.sessionmaker() as session:
+        await session.exec(update(Task).where(col(Task.id) == task_id).values(**values))
+        await session.commit()
+
+
+async def test_tasks_nobody_retrieves_settle_within_two_cycles(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    ids = [(await client.post(TASKS, json=body(f"fox {i}"))).json()["id"] for i in range(5)]
+    poller = poller_for(gateway.app.state.resources)
+    for _ in range(2):
+        await poller.run_once()
+    settles = await rows(gateway, LedgerEntry, LedgerEntry.kind == "settle")
+    assert sorted(entry.task_id for entry in settles) == sorted(ids)
+    assert sim_state.calls["get"] == 5  # each task fetched once: settled tasks are not polled again
+    assert await poller.run_once() == 0
+
+
+async def test_background_loop_runs_inside_the_app(make_gateway) -> None:
+    gateway = await make_gateway(poller_enabled=True, poll_interval_seconds=0.2)
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    for _ in range(50):
+        if await rows(
+            gateway, LedgerEntry, LedgerEntry.task_id == task_id, LedgerEntry.kind == "settle"
+        ):
+            break
+        await asyncio.sleep(0.1)
+    (task,) = await rows(gateway, Task, Task.id == task_id)
+    assert task.status == "succeeded"
+
+
+async def test_unknown_create_that_landed_is_adopted_and_settled(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    response = await client.post(TASKS, json=body("[sim:error-after-create] fox"))
+    assert response.status_code == 502
+    (task,) = await rows(gateway, Task)
+    assert task.status == "unknown" and task.upstream_id is None
+    await poller_for(gateway.app.state.resources).run_once()
+    (task,) = await rows(gateway, Task)
+    assert task.upstream_id in sim_state.tasks
+    assert task.status == "succeeded"
+    assert [e.kind for e in await rows(gateway, LedgerEntry)] == ["reserve", "settle"]
+
+
+async def test_unknown_create_that_never_landed_is_released_after_a_while(
+    gateway: Gateway, sim_config
+) -> None:
+    sim_config.create_error_rate = 1.0
+    client = await gateway.user_client("alice")
+    assert (await client.post(TASKS, json=body())).status_code == 502
+    (task,) = await rows(gateway, Task)
+    poller = poller_for(gateway.app.state.resources)
+    await poller.run_once()
+    (task,) = await rows(gateway, Task)
+    assert task.status == "unknown" and task.check_failures == 1  # too early to give up
+    await set_task(
+        gateway, task.id, created_at=utcnow() - timedelta(minutes=11), next_check_at=utcnow()
+    )
+    await poller.run_once()
+    (task,) = await rows(gateway, Task)
+    assert task.status == "rejected"
+    assert [e.kind for e in await rows(gateway, LedgerEntry)] == ["reserve", "release"]
+
+
+async def test_task_left_submitting_by_a_dead_process_is_recovered(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    # As if the process died after recording the task, before storing the upstream's answer.
+    await set_task(gateway, task_id, status="submitting", upstream_id=None, next_check_at=utcnow())
+    await poller_for(gateway.app.state.resources).run_once()
+    (task,) = await rows(gateway, Task)
+    assert task.status == "succeeded" and task.upstream_id in sim_state.tasks
+    assert sim_state.calls["create"] == 1
+
+
+async def test_task_gone_upstream_past_expiry_is_expired_and_released(
+    make_gateway, sim_config, sim_state: SimulatorState
+) -> None:
+    sim_config.queued_seconds = 3600
+    gateway = await make_gateway()
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body(execution_expires_after=3600))).json()["id"]
+    (upstream_task,) = sim_state.tasks.values()
+    upstream_task.deleted = True
+    await set_task(
+        gateway, task_id, created_at=utcnow() - timedelta(hours=2), next_check_at=utcnow()
+    )
+    await poller_for(gateway.app.state.resources).run_once()
+    (task,) = await rows(gateway, Task)
+    assert task.status == "expired"
+    assert [e.kind for e in await rows(gateway, LedgerEntry)] == ["reserve", "release"]
+
+
+async def test_failing_refreshes_back_off(make_gateway, sim_config) -> None:
+    sim_config.queued_seconds = 3600
+    gateway = await make_gateway()
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    sim_config.rate_limit_rate = 1.0
+    poller = poller_for(gateway.app.state.resources)
+    delays = []
+    for _ in range(3):
+        await set_task(gateway, task_id, next_check_at=utcnow())
+        before = utcnow()
+        await poller.run_once()
+        (task,) = await rows(gateway, Task)
+        delays.append((task.next_check_at - before).total_seconds())
+    assert task.check_failures == 3
+    assert delays[0] < delays[1] < delays[2]
+
+
+async def test_two_pollers_never_claim_the_same_task(
+    make_pg_gateway, sim_state: SimulatorState
+) -> None:
+    replicas = [await make_pg_gateway(), await make_pg_gateway()]
+    client = await replicas[0].user_client("alice")
+    ids = [(await client.post(TASKS, json=body(f"fox {i}"))).json()["id"] for i in range(30)]
+    pollers = [poller_for(replica.app.state.resources) for replica in replicas]
+    checked = await asyncio.gather(*(poller.run_once() for poller in pollers))
+    assert sum(checked) == 30
+    assert sim_state.calls["get"] == 30
+    settles = await rows(replicas[0], LedgerEntry, LedgerEntry.kind == "settle")
+    assert sorted(e.task_id for e in settles) == sorted(ids)

@@ -1,0 +1,224 @@
+"""The public task API through HTTP: create, retrieve, list, delete, as the upstream behaves."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from app.simulator.state import SimulatorState
+from app.tasks.models import Task
+from tests.conftest import Gateway
+from tests.helpers import MODEL, TASKS, body
+
+
+async def test_create_returns_gateway_id_not_upstream_id(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    response = await client.post(TASKS, json=body())
+    assert response.status_code == 200
+    task_id = response.json()["id"]
+    assert re.fullmatch(r"cgt-\d{14}-[a-z0-9]{20}", task_id)
+    assert task_id not in sim_state.tasks
+    assert sim_state.calls["create"] == 1
+    assert response.headers["x-request-id"]
+
+
+async def test_task_is_recorded_with_upstream_id_and_cost_parameters(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body("fox --rs 720p --dur 7", ratio="4:3"))).json()[
+        "id"
+    ]
+    async with gateway.app.state.resources.sessionmaker() as session:
+        task = (await session.exec(select(Task).where(Task.id == task_id))).one()[0]
+    assert task.upstream_id in sim_state.tasks
+    assert (task.resolution, task.ratio, task.duration, task.status) == ("720p", "4:3", 7, "queued")
+
+
+async def test_null_fields_are_absent_and_unknown_fields_pass_through(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    sdk_style = body(
+        seed=None,
+        resolution=None,
+        ratio=None,
+        duration=None,
+        frames=None,
+        callback_url=None,
+        future_field={"x": 1},
+    )
+    response = await client.post(TASKS, json=sdk_style)
+    assert response.status_code == 200, response.text
+    (sent,) = [task.body for task in sim_state.tasks.values()]
+    assert "seed" not in sent and "resolution" not in sent
+    assert sent["future_field"] == {"x": 1}
+
+
+async def test_retrieve_shows_upstream_object_with_gateway_id(gateway: Gateway) -> None:
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body(duration=6, ratio="16:9"))).json()["id"]
+    task = (await client.get(f"{TASKS}/{task_id}")).json()
+    assert task["id"] == task_id
+    assert task["status"] == "succeeded"
+    assert task["model"] == MODEL
+    # The seed's own example: 1.0 pro, 1080p 16:9, 6 s.
+    assert task["usage"] == {"completion_tokens": 295800, "total_tokens": 295800}
+    assert task["content"]["video_url"].startswith("http")
+    assert isinstance(task["created_at"], int)
+
+
+async def test_retrieve_within_staleness_window_does_not_call_upstream(
+    make_gateway, sim_config, sim_state: SimulatorState
+) -> None:
+    sim_config.queued_seconds = 60
+    gateway = await make_gateway(refresh_stale_seconds=30)
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    for _ in range(3):
+        assert (await client.get(f"{TASKS}/{task_id}")).json()["status"] == "queued"
+    assert sim_state.calls["get"] == 1  # first retrieve refreshes, the next two are fresh enough
+
+
+async def test_terminal_task_is_served_from_database(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    assert (await client.get(f"{TASKS}/{task_id}")).json()["status"] == "succeeded"
+    calls = sim_state.calls["get"]
+    for _ in range(3):
+        assert (await client.get(f"{TASKS}/{task_id}")).status_code == 200
+    assert sim_state.calls["get"] == calls
+
+
+async def test_failed_task_carries_upstream_error(gateway: Gateway) -> None:
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body("[sim:fail] a fox"))).json()["id"]
+    task = (await client.get(f"{TASKS}/{task_id}")).json()
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "OutputVideoSensitiveContentDetected.PolicyViolation"
+
+
+async def test_list_is_scoped_filtered_and_paged(gateway: Gateway) -> None:
+    alice = await gateway.user_client("alice")
+    bob = await gateway.user_client("bob")
+    alice_ids = [(await alice.post(TASKS, json=body(f"fox {i}"))).json()["id"] for i in range(5)]
+    await bob.post(TASKS, json=body("bob's"))
+    await alice.post(TASKS, json=body("flex one", service_tier="flex"))
+
+    listed = (await alice.get(TASKS, params={"page_size": 2, "page_num": 1})).json()
+    assert listed["total"] == 5  # flex is hidden by default, as upstream; bob's never shown
+    assert [item["id"] for item in listed["items"]] == alice_ids[::-1][:2]
+    last_page = (await alice.get(TASKS, params={"page_size": 2, "page_num": 3})).json()
+    assert [item["id"] for item in last_page["items"]] == alice_ids[:1]
+
+    flex = (await alice.get(TASKS, params={"filter.service_tier": "flex"})).json()
+    assert flex["total"] == 1
+    picked = (
+        await alice.get(f"{TASKS}?filter.task_ids={alice_ids[0]}&filter.task_ids={alice_ids[1]}")
+    ).json()
+    assert {item["id"] for item in picked["items"]} == set(alice_ids[:2])
+    by_model = (await alice.get(TASKS, params={"filter.model": "other-model"})).json()
+    assert by_model == {"total": 0, "items": []}
+
+
+async def test_list_filters_by_status(gateway: Gateway) -> None:
+    client = await gateway.user_client("alice")
+    ok_id = (await client.post(TASKS, json=body("fine"))).json()["id"]
+    bad_id = (await client.post(TASKS, json=body("[sim:fail] bad"))).json()["id"]
+    for task_id in (ok_id, bad_id):
+        await client.get(f"{TASKS}/{task_id}")
+    failed = (await client.get(TASKS, params={"filter.status": "failed"})).json()
+    assert [item["id"] for item in failed["items"]] == [bad_id]
+
+
+async def test_list_rejects_out_of_range_paging(gateway: Gateway) -> None:
+    client = await gateway.user_client("alice")
+    response = await client.get(TASKS, params={"page_size": 501})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "InvalidParameter"
+    assert response.json()["error"]["param"] == "page_size"
+
+
+async def test_delete_queued_task_cancels_upstream(
+    make_gateway, sim_config, sim_state: SimulatorState
+) -> None:
+    sim_config.queued_seconds = 60
+    gateway = await make_gateway()
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    response = await client.delete(f"{TASKS}/{task_id}")
+    assert response.status_code == 200
+    assert response.json() == {}
+    assert response.headers["content-type"] == "application/json"
+    assert sim_state.calls["delete"] == 1
+    assert (await client.get(f"{TASKS}/{task_id}")).json()["status"] == "cancelled"
+    (upstream_task,) = sim_state.tasks.values()
+    assert upstream_task.cancelled_at is not None
+
+
+async def test_delete_running_task_is_409(
+    make_gateway, sim_config, sim_state: SimulatorState
+) -> None:
+    sim_config.running_seconds = 60
+    gateway = await make_gateway()
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    response = await client.delete(f"{TASKS}/{task_id}")
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "Conflict"
+    assert sim_state.calls["delete"] == 0
+    assert (await client.get(f"{TASKS}/{task_id}")).json()["status"] == "running"
+
+
+async def test_delete_finished_task_hides_it(gateway: Gateway) -> None:
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    assert (await client.get(f"{TASKS}/{task_id}")).json()["status"] == "succeeded"
+    assert (await client.delete(f"{TASKS}/{task_id}")).json() == {}
+    assert (await client.get(f"{TASKS}/{task_id}")).status_code == 404
+    assert (await client.get(TASKS)).json()["total"] == 0
+    assert (await client.delete(f"{TASKS}/{task_id}")).status_code == 404
+
+
+async def test_idempotency_key_replays_the_same_task(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    headers = {"Idempotency-Key": "order-42"}
+    first = (await client.post(TASKS, json=body(), headers=headers)).json()["id"]
+    second = (await client.post(TASKS, json=body(), headers=headers)).json()["id"]
+    assert first == second
+    assert sim_state.calls["create"] == 1
+
+
+async def test_draft_task_reference_is_translated_to_upstream_id(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    draft = (
+        await client.post(TASKS, json=body(model="seedance-1-5-pro-251215", draft=True))
+    ).json()["id"]
+    final = await client.post(
+        TASKS,
+        json={
+            "model": "seedance-1-5-pro-251215",
+            "content": [{"type": "draft_task", "draft_task": {"id": draft}}],
+        },
+    )
+    assert final.status_code == 200, final.text
+    sent = [task.body for task in sim_state.tasks.values()][-1]
+    upstream_draft_id = sent["content"][0]["draft_task"]["id"]
+    assert upstream_draft_id != draft and upstream_draft_id in sim_state.tasks
+
+
+async def test_client_request_id_is_echoed(gateway: Gateway) -> None:
+    client = await gateway.user_client("alice")
+    response = await client.get(
+        TASKS, headers={"X-Client-Request-Id": "202611241445367MOlwToAb6FCoHLe1Z5Y"}
+    )
+    assert response.headers["x-client-request-id"] == "202611241445367MOlwToAb6FCoHLe1Z5Y"
