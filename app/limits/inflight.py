@@ -34,25 +34,30 @@ async def enforce_in_flight(
     session: AsyncSession, *, auth: AuthContext, settings: Settings
 ) -> None:
     """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap."""
+    # One query for all three counts: it runs under the lock that serialises every create.
+    counts = select(
+        func.count().filter(col(Task.key_id) == auth.key_id),
+        func.count().filter(col(Task.user_id) == auth.user_id),
+        func.count(),
+    ).where(col(Task.status).in_(OPEN_STATUSES))
+    key_open, user_open, gateway_open = (await session.exec(counts)).one()
     caps = (
         (
             "Key",
-            col(Task.key_id) == auth.key_id,
+            "this key",
+            key_open,
             _cap(auth.key_max_in_flight, settings.max_tasks_in_flight_per_key),
         ),
         (
             "User",
-            col(Task.user_id) == auth.user_id,
+            "this user",
+            user_open,
             _cap(auth.user_max_in_flight, settings.max_tasks_in_flight_per_user),
         ),
-        ("Gateway", None, settings.max_tasks_in_flight_global),
+        ("Gateway", "the gateway", gateway_open, settings.max_tasks_in_flight_global),
     )
-    for scope, condition, cap in caps:
-        query = select(func.count()).select_from(Task).where(col(Task.status).in_(OPEN_STATUSES))
-        if condition is not None:
-            query = query.where(condition)
-        if (await session.exec(query)).one() >= cap:
-            who = {"Key": "this key", "User": "this user", "Gateway": "the gateway"}[scope]
+    for scope, who, open_now, cap in caps:
+        if open_now >= cap:
             raise TooManyRequests(
                 f"Too many tasks in flight for {who} (at most {cap}); retry when one finishes.",
                 code=f"ConcurrencyLimitExceeded.{scope}",

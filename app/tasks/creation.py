@@ -86,12 +86,14 @@ async def _record(
     auth: AuthContext,
     settings: Settings,
 ) -> None:
-    """Check in-flight caps and budgets and insert task + reservation, in one transaction."""
+    """Check budgets and in-flight caps and insert task + reservation, in one transaction.
+
+    The gateway-wide lock serialises every create, so it is taken last, leaving only the
+    in-flight count and the inserts in its critical section; the price and the budget (under the
+    user's own lock) are settled before it.
+    """
+    tokens = estimate_tokens(task, request.spec)
     try:
-        await lock_gateway(session)  # always before the user lock: one order, no deadlocks
-        await lock_user(session, user_id=task.user_id)
-        await enforce_in_flight(session, auth=auth, settings=settings)
-        tokens = estimate_tokens(task, request.spec)
         price = await price_in_force(
             session,
             models=[task.model, request.spec.name],
@@ -99,6 +101,7 @@ async def _record(
             at=task.created_at,
         )
         reservation = reserve_entry(task, tokens=tokens, price=price)
+        await lock_user(session, user_id=task.user_id)  # always before the gateway lock
         await enforce_budgets(
             session,
             user_id=task.user_id,
@@ -106,9 +109,9 @@ async def _record(
             add_micros=reservation.cost_micros,
             add_tokens=tokens,
         )
-        session.add(task)
-        await session.flush()
-        session.add(reservation)
+        await lock_gateway(session)
+        await enforce_in_flight(session, auth=auth, settings=settings)
+        session.add_all([task, reservation])  # the unit of work inserts the task first (FK)
         await session.commit()
     except IntegrityError:
         await session.rollback()
