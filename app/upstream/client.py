@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from app.errors import UpstreamFailure, UpstreamRelayed, UpstreamTimeout
+from app.upstream.transport import upstream_transport
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ def create_http_client(
     max_connections: int,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """The pooled httpx client that carries the master key; made once, in the lifespan."""
+    """The pooled client that carries the master key; made once, in the lifespan.
+
+    The transport is aiohttp's (see `app.upstream.transport`) unless a test passes its own.
+    """
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -52,7 +56,7 @@ def create_http_client(
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         ),
-        transport=transport,
+        transport=transport or upstream_transport(max_connections=max_connections),
     )
 
 
