@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,66 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY, PG_SERVER
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(
-    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited early:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
-
-
-@dataclass
-class Process:
-    """A started process and its log file."""
-
-    popen: subprocess.Popen[bytes]
-    log: Path
-    url: str
-
-    def stop(self) -> str:
-        """Stop the process (SIGTERM, then SIGKILL) and return its whole log."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.log.read_text()
-
-
-def start(
-    args: list[str], *, env: dict[str, str], port: int, log: Path, health: str = "/healthz"
-) -> Process:
-    handle = log.open("wb")
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(url + health, popen, log)
-    return Process(popen=popen, log=log, url=url)
+from tests.e2e.processes import Process, free_port, start
 
 
 @dataclass

@@ -18,7 +18,8 @@ from volcenginesdkarkruntime._exceptions import (
     ArkNotFoundError,
 )
 
-from tests.e2e.conftest import Process, Stack
+from tests.e2e.conftest import Stack
+from tests.e2e.processes import Process
 
 pytestmark = pytest.mark.e2e
 MODEL = "seedance-1-0-pro-250528"

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import MASTER_KEY
-from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.conftest import Stack
+from tests.e2e.processes import ROOT
 
 pytestmark = pytest.mark.e2e
 TASKS = "/api/v3/contents/generations/tasks"

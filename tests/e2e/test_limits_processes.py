@@ -11,7 +11,8 @@ import pytest
 from volcenginesdkarkruntime import Ark
 from volcenginesdkarkruntime._exceptions import ArkRateLimitError
 
-from tests.e2e.conftest import Process, Stack
+from tests.e2e.conftest import Stack
+from tests.e2e.processes import Process
 
 pytestmark = pytest.mark.e2e
 TASKS = "/api/v3/contents/generations/tasks"

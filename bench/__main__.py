@@ -1,0 +1,112 @@
+"""`python -m bench` (or `make bench`): run every benchmark and print its ratios.
+
+Each figure comes with its baseline from the same run: the simulator answering directly for the
+gateway's request path, httpx's default transport for the upstream client, slowapi for the rate
+limiter, the process's own start for its memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.proxy import run_proxy
+from bench.ratelimit import run_ratelimit
+from bench.upstream_client import run_upstream_client
+
+PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "6379"))
+
+
+@asynccontextmanager
+async def scratch_postgres() -> AsyncIterator[str]:
+    """A database of this run's own, dropped afterwards."""
+    name = f"sgw_bench_{os.getpid()}"
+    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"{PG_SERVER.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """Rows as an aligned text table."""
+    print(f"\n{title}")
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+async def main(*, total: int, concurrency: int, output: Path | None) -> None:
+    """Run the benchmarks, print them, and optionally write them as JSON."""
+    report: dict[str, Any] = {"total": total, "concurrency": concurrency, "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="sgw-bench-") as tmp:
+        sqlite_dir = Path(tmp, "sqlite")
+        sqlite_dir.mkdir()
+        sqlite_url = f"sqlite+aiosqlite:///{sqlite_dir}/gateway.db"
+        report["proxy_sqlite"] = await run_proxy(
+            sqlite_url, sqlite_dir, total=total, concurrency=concurrency
+        )
+        async with scratch_postgres() as pg_url:
+            pg_dir = Path(tmp, "postgres")
+            pg_dir.mkdir()
+            report["proxy_postgres"] = await run_proxy(
+                pg_url, pg_dir, total=total, concurrency=concurrency
+            )
+        report["upstream_client"] = await run_upstream_client(
+            Path(tmp), total=total, concurrency=concurrency
+        )
+    report["ratelimit"] = await run_ratelimit(
+        REDIS_PORT, delay_ms=1, total=total, concurrency=concurrency
+    )
+
+    for name in ("proxy_sqlite", "proxy_postgres"):
+        part = report[name]
+        print_table(f"Gateway vs simulator direct ({name.split('_')[1]})", part["rows"])
+        print(
+            f"gateway memory: {part['gateway_rss_mib_start']} MiB at start, "
+            f"{part['gateway_rss_mib_end']} MiB after {part['requests_served']} requests "
+            f"(x{part['rss_growth_ratio']})"
+        )
+    print_table(
+        "Upstream client: httpx transport (baseline) vs httpx-aiohttp",
+        report["upstream_client"]["rows"],
+    )
+    for where, limiter in report["ratelimit"].items():
+        print_table(f"Rate limiter, Redis {where}: slowapi (baseline) vs gateway", limiter["rows"])
+        print(
+            f"gateway/slowapi: throughput x{limiter['rps_ratio_gateway_vs_slowapi']}, "
+            f"p99 x{limiter['p99_ratio_gateway_vs_slowapi']}, "
+            f"worst loop stall x{limiter['loop_lag_ratio_gateway_vs_slowapi']}"
+        )
+    if output is not None:
+        output.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwritten to {output}")
+
+
+def cli() -> None:
+    """Parse the options and run."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000, help="per scenario and side")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    asyncio.run(main(total=args.requests, concurrency=args.concurrency, output=args.json))
+
+
+if __name__ == "__main__":
+    cli()
