@@ -93,9 +93,19 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
             f"p99 x{limiter['p99_ratio_gateway_vs_slowapi']}, "
             f"worst loop stall x{limiter['loop_lag_ratio_gateway_vs_slowapi']}"
         )
+    failed = [row for part in _tables(report) for row in part if row.get("errors")]
+    if failed:
+        raise SystemExit(f"requests failed during the benchmark: {failed}")
     if output is not None:
         output.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwritten to {output}")
+
+
+def _tables(report: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    tables = [
+        report[name]["rows"] for name in ("proxy_sqlite", "proxy_postgres", "upstream_client")
+    ]
+    return tables + [part["rows"] for part in report["ratelimit"].values()]
 
 
 def cli() -> None:

@@ -57,16 +57,23 @@ def _create(base_url: str, key: str) -> str:
 
 
 async def _compare(
-    name: str, stack: BenchStack, gateway: Send, direct: Send, *, total: int, concurrency: int
+    name: str,
+    stack: BenchStack,
+    gateway: Send,
+    direct: Send,
+    *,
+    total: int,
+    concurrency: int,
+    fresh_upstream: bool = False,
 ) -> Comparison:
-    # Both sides warm up first, so connection setup and first-import costs stay out of the figures.
-    await drive(stack.gateway.url, gateway, total=concurrency * 4, concurrency=concurrency)
-    await drive(stack.simulator.url, direct, total=concurrency * 4, concurrency=concurrency)
-    return Comparison(
-        name=name,
-        gateway=await drive(stack.gateway.url, gateway, total=total, concurrency=concurrency),
-        baseline=await drive(stack.simulator.url, direct, total=total, concurrency=concurrency),
-    )
+    """Warm both sides up, then measure each; `fresh_upstream` empties the simulator first."""
+    runs = []
+    for base_url, send in ((stack.gateway.url, gateway), (stack.simulator.url, direct)):
+        if fresh_upstream:  # the simulator's create scans its tasks: same start for both sides
+            httpx.post(f"{stack.simulator.url}/_sim/reset").raise_for_status()
+        await drive(base_url, send, total=concurrency * 4, concurrency=concurrency)
+        runs.append(await drive(base_url, send, total=total, concurrency=concurrency))
+    return Comparison(name=name, gateway=runs[0], baseline=runs[1])
 
 
 async def run_proxy(
@@ -74,16 +81,14 @@ async def run_proxy(
 ) -> dict[str, Any]:
     """All endpoint comparisons on one database, plus the gateway's memory before and after."""
     with bench_stack(database_url, workdir, GATEWAY_REFRESH_STALE_SECONDS="0") as stack:
-        gw, sim = stack.gateway.url, stack.simulator.url
+        gw, sim, key = stack.gateway.url, stack.simulator.url, stack.key
         rss_start = rss_kib(stack.gateway_pid)
-        key = stack.key
-        # Tasks finish at once: this one is terminal and is then served from the database.
-        done_id = _create(gw, key)
-        httpx.get(f"{gw}{TASKS}/{done_id}", headers=_bearer(key)).raise_for_status()
-        done_upstream = _create(sim, MASTER_KEY)
         args = {"total": total, "concurrency": concurrency}
+        # Tasks finish at once: ten on each side, the first then served from the database.
+        done_id, *_ = [_create(gw, key) for _ in range(10)]
+        done_upstream, *_ = [_create(sim, MASTER_KEY) for _ in range(10)]
+        httpx.get(f"{gw}{TASKS}/{done_id}", headers=_bearer(key)).raise_for_status()
         results = [
-            await _compare("create", stack, _post(TASKS, key), _post(TASKS, MASTER_KEY), **args),
             await _compare(
                 "retrieve, terminal (database)",
                 stack,
@@ -98,11 +103,18 @@ async def run_proxy(
                 _get(TASKS, MASTER_KEY, page_size=10),
                 **args,
             ),
+            await _compare(
+                "create",
+                stack,
+                _post(TASKS, key),
+                _post(TASKS, MASTER_KEY),
+                fresh_upstream=True,
+                **args,
+            ),
         ]
         # From here tasks stay queued, so every gateway retrieve refreshes from upstream.
-        httpx.patch(
-            f"{sim}/_sim/config", json={"queued_seconds": 3600, "max_queued": 10**9}
-        ).raise_for_status()
+        httpx.post(f"{sim}/_sim/reset").raise_for_status()
+        httpx.patch(f"{sim}/_sim/config", json={"queued_seconds": 3600}).raise_for_status()
         open_id, open_upstream = _create(gw, key), _create(sim, MASTER_KEY)
         results.append(
             await _compare(

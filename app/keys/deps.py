@@ -38,11 +38,9 @@ async def current_key(
         raise
     yield context
     # Only reached when the endpoint did not raise: rejected requests write nothing.
-    await touch_last_used(
-        session,
-        key_id=context.key_id,
-        resolution=resources.settings.key_last_used_resolution_seconds,
-    )
+    resolution = resources.settings.key_last_used_resolution_seconds
+    if resources.auth_cache.claim_touch(context.key_id, resolution=resolution):
+        await touch_last_used(session, key_id=context.key_id, resolution=resolution)
 
 
 CurrentKey = Annotated[AuthContext, Depends(current_key)]

@@ -41,11 +41,16 @@ class AuthContext:
 
 @dataclass
 class AuthCache:
-    """A short-lived in-process cache of key lookups; its TTL (≤1 s) bounds revocation delay."""
+    """A short-lived in-process cache of key lookups; its TTL (≤1 s) bounds revocation delay.
+
+    It also remembers when this process last recorded each key's use, so a busy key costs one
+    `last_used_at` write per resolution window rather than a database round trip per request.
+    """
 
     ttl_seconds: float
     max_entries: int = 10_000
     _entries: dict[str, tuple[float, AuthContext]] = field(default_factory=dict)
+    _touched: dict[str, float] = field(default_factory=dict)
 
     def get(self, key_hash: str) -> AuthContext | None:
         """The cached context, if still fresh."""
@@ -61,6 +66,16 @@ class AuthCache:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[key_hash] = (time.monotonic() + self.ttl_seconds, context)
+
+    def claim_touch(self, key_id: str, *, resolution: float) -> bool:
+        """True (and noted) if this process has not recorded `key_id`'s use in `resolution` s."""
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -resolution - 1) < resolution:
+            return False
+        if len(self._touched) >= self.max_entries:
+            self._touched.clear()
+        self._touched[key_id] = now
+        return True
 
 
 async def create_user(
