@@ -12,33 +12,15 @@ import asyncio
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 from bench.proxy import run_proxy
 from bench.ratelimit import run_ratelimit
 from bench.upstream_client import run_upstream_client
+from tests.scratch_db import scratch_postgres
 
-PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "6379"))
-
-
-@asynccontextmanager
-async def scratch_postgres() -> AsyncIterator[str]:
-    """A database of this run's own, dropped afterwards."""
-    name = f"sgw_bench_{os.getpid()}"
-    admin = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"{PG_SERVER.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -61,7 +43,7 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
         report["proxy_sqlite"] = await run_proxy(
             sqlite_url, sqlite_dir, total=total, concurrency=concurrency
         )
-        async with scratch_postgres() as pg_url:
+        async with scratch_postgres(f"sgw_bench_{os.getpid()}") as pg_url:
             pg_dir = Path(tmp, "postgres")
             pg_dir.mkdir()
             report["proxy_postgres"] = await run_proxy(

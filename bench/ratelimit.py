@@ -115,7 +115,7 @@ async def _compare(redis_url: str, *, total: int, concurrency: int) -> dict[str,
         ],
         "rps_ratio_gateway_vs_slowapi": round(ours.per_second / base.per_second, 2),
         "p99_ratio_gateway_vs_slowapi": round(ours.p99_ms / base.p99_ms, 2),
-        "loop_lag_ratio_gateway_vs_slowapi": round(our_lag / base_lag, 2),
+        "loop_lag_ratio_gateway_vs_slowapi": round(our_lag / base_lag, 3),
     }
 
 

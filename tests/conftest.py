@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -27,32 +26,20 @@ from app.models import metadata
 from app.simulator.app import create_simulator_app
 from app.simulator.state import SimConfig, SimulatorState
 from app.usage.models import Price
+from tests.scratch_db import scratch_postgres
 
 MASTER_KEY = "sim-master-" + os.urandom(12).hex()
 ADMIN_TOKEN = "admin-" + os.urandom(12).hex()
-PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 TEST_DB = f"sgw_test_{os.getpid()}"
 TASKS = "/api/v3/contents/generations/tasks"
-
-
-async def _recreate_pg_database(name: str, *, drop_only: bool = False) -> None:
-    connection = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop_only:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(scope="session")
 async def postgres_url() -> AsyncIterator[str]:
     """A database of this run's own on the real PostgreSQL, migrated to head."""
-    await _recreate_pg_database(TEST_DB)
-    url = f"{PG_SERVER.replace('postgresql://', 'postgresql+asyncpg://')}/{TEST_DB}"
-    await upgrade_to_head(url)
-    yield url
-    await _recreate_pg_database(TEST_DB, drop_only=True)
+    async with scratch_postgres(TEST_DB) as url:
+        await upgrade_to_head(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, MASTER_KEY, PG_SERVER
+from tests.conftest import ADMIN_TOKEN, MASTER_KEY
 from tests.e2e.processes import Process, free_port, start
+from tests.scratch_db import scratch_postgres
 
 
 @dataclass
@@ -57,22 +57,11 @@ class Stack:
         return str(key.json()["key"])
 
 
-async def _recreate(name: str, drop_only: bool = False) -> None:
-    connection = await asyncpg.connect(f"{PG_SERVER}/postgres")
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop_only:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="module")
 async def e2e_database() -> Any:
     name = f"sgw_e2e_{os.getpid()}"
-    await _recreate(name)
-    yield f"{PG_SERVER.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    await _recreate(name, drop_only=True)
+    async with scratch_postgres(name) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
