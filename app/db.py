@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -86,3 +87,25 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+@contextlib.asynccontextmanager
+async def exclusive_turn(engine: AsyncEngine, lock_key: int) -> AsyncIterator[bool]:
+    """Whether this process holds PostgreSQL advisory lock `lock_key`, held for the block.
+
+    Only one holder at a time across every process on the database; a process that dies loses
+    the lock with its connection. SQLite serves one process, so there it is always granted.
+    """
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        lock = text("SELECT pg_try_advisory_lock(:key)").bindparams(key=lock_key)
+        held = bool(await autocommit.scalar(lock))
+        try:
+            yield held
+        finally:
+            if held:
+                unlock = text("SELECT pg_advisory_unlock(:key)").bindparams(key=lock_key)
+                await autocommit.scalar(unlock)

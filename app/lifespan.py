@@ -69,6 +69,7 @@ def poller_for(resources: Resources) -> Poller:
     """The poller configured from the settings."""
     settings = resources.settings
     return Poller(
+        engine=resources.engine,
         sessionmaker=resources.sessionmaker,
         upstream=resources.upstream,
         callbacks=resources.callbacks,

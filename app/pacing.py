@@ -23,3 +23,9 @@ class Pacer:
             self._next_slot = slot + 1.0 / self.rate
         if slot > now:
             await asyncio.sleep(slot - now)
+
+    async def drain(self) -> None:
+        """Return once the slot after the last granted call has come (a clean hand-over)."""
+        delay = self._next_slot - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
+import httpx
+from fastapi import FastAPI
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -152,3 +155,41 @@ async def test_two_pollers_never_claim_the_same_task(
     assert sim_state.calls["get"] == 30
     settles = await rows(replicas[0], LedgerEntry, LedgerEntry.kind == "settle")
     assert sorted(e.task_id for e in settles) == sorted(ids)
+
+
+class TimedTransport(httpx.ASGITransport):
+    """The simulator's transport, noting when each task retrieve was sent."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(app=app)
+        self.retrieves: list[float] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.startswith(TASKS + "/"):
+            self.retrieves.append(time.monotonic())
+        return await super().handle_async_request(request)
+
+
+async def test_replicas_share_one_upstream_poll_budget(make_pg_gateway, simulator) -> None:
+    upstream = TimedTransport(simulator)
+    settings = {"upstream_poll_qps": 10, "poll_batch_size": 10}
+    replicas = [await make_pg_gateway(transport=upstream, **settings) for _ in range(2)]
+    client = await replicas[0].user_client("alice")
+    ids = [(await client.post(TASKS, json=body(f"fox {i}"))).json()["id"] for i in range(30)]
+    pollers = [poller_for(replica.app.state.resources) for replica in replicas]
+    checked = [0, 0]
+
+    async def keep_polling(index: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(upstream.retrieves) < 30 and time.monotonic() < deadline:
+            checked[index] += await pollers[index].run_once()
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(keep_polling(0), keep_polling(1))
+    settles = await rows(replicas[0], LedgerEntry, LedgerEntry.kind == "settle")
+    assert sorted(e.task_id for e in settles) == sorted(ids)
+    assert sum(checked) == 30 and len(upstream.retrieves) == 30
+    # Two pollers at 10/s each would send ~20 in a second; together they keep to 10 (+1 at the
+    # window's edge).
+    busiest = max(sum(1 for t in upstream.retrieves if s <= t < s + 1) for s in upstream.retrieves)
+    assert busiest <= 11, busiest

@@ -2,9 +2,11 @@
 
 Each cycle claims the open tasks that are due (`FOR UPDATE SKIP LOCKED` on PostgreSQL, and a
 lease: the claim pushes `next_check_at` forward, so replicas never work on the same task at once),
-then refreshes them under the upstream query budget. Tasks whose create outcome is unknown are
-reconciled against the upstream list; tasks open long past their expiry are expired. Each
-cycle ends by delivering the client callbacks that are due.
+then refreshes them under the upstream query budget. The budget is the account's, not a
+process's: on PostgreSQL one replica at a time runs a cycle (an advisory lock), so N replicas
+never poll at N times the rate; the others take over when it stops. Tasks whose create outcome
+is unknown are reconciled against the upstream list; tasks open long past their expiry are
+expired. Each cycle ends by delivering the client callbacks that are due.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import utcnow
+from app.db import exclusive_turn, utcnow
 from app.errors import new_request_id
 from app.pacing import Pacer
 from app.tasks.callbacks import deliver_due
@@ -31,6 +33,9 @@ from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transi
 from app.upstream.client import UpstreamClient
 
 logger = logging.getLogger(__name__)
+
+# Key of the PostgreSQL advisory lock that lets one replica's poller cycle run at a time.
+POLLER_TURN_LOCK = 0x5365_6570  # "Seep"
 
 # The upstream expires tasks itself; this much later, a task it no longer reports is expired here.
 EXPIRY_GRACE = timedelta(minutes=10)
@@ -51,6 +56,7 @@ class PollerConfig:
 class Poller:
     """Claims due open tasks and refreshes them; run one per process (or as `worker`)."""
 
+    engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     upstream: UpstreamClient
     callbacks: httpx.AsyncClient
@@ -78,7 +84,16 @@ class Poller:
                 await asyncio.wait_for(stop.wait(), timeout=self.config.interval_seconds)
 
     async def run_once(self) -> int:
-        """One cycle: claim what is due and check it; returns how many tasks were checked."""
+        """One cycle, if no other replica is in one: returns how many tasks were checked."""
+        async with exclusive_turn(self.engine, POLLER_TURN_LOCK) as my_turn:
+            if not my_turn:
+                return 0
+            checked = await self._cycle()
+            # Keep the turn until the budget's next slot, so the next replica cannot burst.
+            await asyncio.gather(self.pacer.drain(), self.list_pacer.drain())
+            return checked
+
+    async def _cycle(self) -> int:
         task_ids = await self._claim()
         slots = asyncio.Semaphore(self.config.concurrency)
 
