@@ -6,6 +6,7 @@ with the key and a curl line to paste.
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from fastapi import FastAPI
@@ -56,6 +57,15 @@ async def create_demo_key(settings: Settings) -> str:
         await engine.dispose()
 
 
+DEMO_BODY = json.dumps(
+    {
+        "model": "seedance-1-0-pro-250528",
+        "content": [{"type": "text", "text": "a red fox runs --dur 5"}],
+    },
+    separators=(",", ":"),
+)
+
+
 def banner(settings: Settings, *, host: str, port: int, key: str) -> str:
     """What demo mode prints at start-up."""
     base = f"http://{host}:{port}"
@@ -72,8 +82,7 @@ Admin token (this run):  {admin}
 Try it:
 curl -s {base}/api/v3/contents/generations/tasks \\
   -H 'Content-Type: application/json' -H 'Authorization: Bearer {key}' \\
-  -d '{{"model":"seedance-1-0-pro-250528",\
-       "content":[{{"type":"text","text":"a red fox runs --dur 5"}}]}}'
+  -d '{DEMO_BODY}'
 Then:  curl -s {base}/api/v3/contents/generations/tasks/<id> -H 'Authorization: Bearer {key}'
 =====================================================================
 """
