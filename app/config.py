@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "your-key-here", "xxx"})
@@ -46,6 +47,10 @@ class Settings(BaseSettings):
     # moving window: in Redis when GATEWAY_REDIS_URL is set, else in this process only.
     create_rate_limit: str = "60/minute"
     read_rate_limit: str = "1200/minute"
+    # Upstream refreshes that client retrieves may cause, for the whole account (shared through
+    # Redis when set). With the poller's budget it stays under the upstream's 20 retrieves/s;
+    # past it, a retrieve answers from the stored copy instead of calling upstream.
+    upstream_refresh_rate: str = "10/second"
     max_tasks_in_flight_per_key: int = Field(default=20, ge=0)
     max_tasks_in_flight_per_user: int = Field(default=50, ge=0)
     # Open tasks across all users; keep it under the account's 120 queued tasks upstream.
@@ -64,6 +69,15 @@ class Settings(BaseSettings):
     demo_simulator_port: int = 8001
 
     log_level: str = "INFO"
+
+    @field_validator(
+        "create_rate_limit", "read_rate_limit", "upstream_refresh_rate", "auth_failure_limit"
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not parse_many(value):
+            raise ValueError(f"not a rate limit: {value!r} (e.g. 60/minute)")
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -6,7 +6,9 @@ import asyncio
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from app.config import Settings
 from app.simulator.state import SimulatorState
 from tests.conftest import Gateway
 from tests.helpers import TASKS, body, database_rows
@@ -169,3 +171,24 @@ async def test_success_carries_rate_headers(gateway: Gateway) -> None:
     response = await client.get(TASKS)
     assert response.headers["ratelimit-policy"].startswith('"read";q=100000;w=60')
     assert int(response.headers["x-ratelimit-remaining"]) == 99_999
+
+
+async def test_client_refreshes_share_one_upstream_budget(
+    make_gateway, sim_config, sim_state: SimulatorState
+) -> None:
+    sim_config.queued_seconds = 60
+    gateway = await make_gateway(upstream_refresh_rate="2/minute", refresh_stale_seconds=0)
+    alice, bob = await gateway.user_client("alice"), await gateway.user_client("bob")
+    ids = [(await client.post(TASKS, json=body())).json()["id"] for client in (alice, alice, bob)]
+    answers = [
+        await client.get(f"{TASKS}/{task_id}")
+        for client, task_id in zip((alice, alice, bob), ids, strict=True)
+    ]
+    # The third retrieve, past the account's budget, answers from the stored copy.
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [(200, "queued")] * 3
+    assert sim_state.calls["get"] == 2
+
+
+def test_malformed_rate_settings_are_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="upstream_refresh_rate"):
+        Settings(_env_file=None, upstream_refresh_rate="often")  # type: ignore[call-arg]
