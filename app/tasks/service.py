@@ -66,7 +66,7 @@ async def _coalesced_refresh(*, resources: Resources, task_id: str, request_id: 
     async def job() -> None:
         budget = resources.settings.upstream_refresh_rate
         if not (await resources.limiter.hit(budget, "upstream-refresh", "account")).allowed:
-            logger.info("upstream refresh budget spent; task %s served as stored", task_id)
+            logger.debug("upstream refresh budget spent; task %s served as stored", task_id)
             return
         await refresh_task(
             sessionmaker=resources.sessionmaker,
