@@ -6,13 +6,11 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 
-from app import demo
 from app.admin.schemas import LimitOverrides
 from app.cli_billing import add_commands as add_billing_commands
 from app.config import Settings
@@ -20,10 +18,8 @@ from app.db import create_engine, create_sessionmaker
 from app.errors import GatewayError
 from app.keys import service as keys
 from app.logs import configure_logging
-from app.main import create_app
-from app.migrate import upgrade_to_head
-from app.simulator.app import create_simulator_app
-from app.simulator.state import SimConfig
+
+Handler = Callable[[argparse.Namespace, Settings], None]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -48,13 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser(
         "migrate", help="apply database migrations (Alembic upgrade head)"
     )
-    migrate.set_defaults(handler=_migrate)
+    migrate.set_defaults(handler=_running("migrate"))
 
     serve = commands.add_parser("serve", help="run the gateway (demo mode without an upstream key)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=_running("serve"))
 
     simulate = commands.add_parser("simulate", help="run the fake Seedance upstream on its own")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -66,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--queued-seconds", type=float, default=1.0)
     simulate.add_argument("--running-seconds", type=float, default=2.0)
-    simulate.set_defaults(handler=_simulate)
+    simulate.set_defaults(handler=_running("simulate"))
 
     users = commands.add_parser("users", help="manage users").add_subparsers(
         required=True, metavar="ACTION"
@@ -97,8 +93,21 @@ def _parser() -> argparse.ArgumentParser:
     key_limits.add_argument("key_id")
     _limit_options(key_limits)
     key_limits.set_defaults(handler=_keys_limits)
+    worker = commands.add_parser("worker", help="run only the poller (no HTTP)")
+    worker.set_defaults(handler=_running("worker"))
     add_billing_commands(commands, _with_session)
     return parser
+
+
+def _running(name: str) -> Handler:
+    """Command `name` of `app.cli_servers`, imported only when it runs: the web stack is slow."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> None:
+        from app import cli_servers
+
+        getattr(cli_servers, name)(args, settings)
+
+    return handler
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
@@ -138,63 +147,6 @@ def _keys_limits(args: argparse.Namespace, settings: Settings) -> None:
     changes = _limit_changes(args)
     key = _with_session(settings, lambda s: keys.update_key(s, key_id=args.key_id, changes=changes))
     _print({"id": key.id, **{name: getattr(key, name) for name in LimitOverrides.model_fields}})
-
-
-def _migrate(_args: argparse.Namespace, settings: Settings) -> None:
-    asyncio.run(upgrade_to_head(settings.database_url))
-    print(f"database at head: {_safe_url(settings.database_url)}")
-
-
-def _serve(args: argparse.Namespace, settings: Settings) -> None:
-    asyncio.run(upgrade_to_head(settings.database_url))
-    if not settings.demo_mode:
-        if args.workers > 1:
-            uvicorn.run(
-                "app.main:app",
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                log_config=None,
-                proxy_headers=False,
-            )
-        else:
-            uvicorn.run(
-                create_app(settings),
-                host=args.host,
-                port=args.port,
-                log_config=None,
-                proxy_headers=False,
-            )
-        return
-    settings = demo.demo_settings(settings)
-    key = asyncio.run(demo.create_demo_key(settings))
-    print(demo.banner(settings, host=args.host, port=args.port, key=key), flush=True)
-    asyncio.run(_serve_with_simulator(settings, host=args.host, port=args.port))
-
-
-async def _serve_with_simulator(settings: Settings, *, host: str, port: int) -> None:
-    gateway = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None)
-    )
-    simulator = uvicorn.Server(
-        uvicorn.Config(
-            demo.demo_simulator(settings),
-            host="127.0.0.1",
-            port=settings.demo_simulator_port,
-            log_config=None,
-        )
-    )
-    await asyncio.gather(gateway.serve(), simulator.serve())
-
-
-def _simulate(args: argparse.Namespace, settings: Settings) -> None:
-    config = SimConfig(
-        api_key=args.api_key or settings.upstream_key(),
-        queued_seconds=args.queued_seconds,
-        running_seconds=args.running_seconds,
-        public_base_url=f"http://{args.host}:{args.port}",
-    )
-    uvicorn.run(create_simulator_app(config), host=args.host, port=args.port, log_config=None)
 
 
 def _with_session(settings: Settings, work: Any) -> Any:
@@ -243,10 +195,3 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
 
 def _print(data: dict[str, Any]) -> None:
     print(json.dumps(data, indent=2, default=str))
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from app.config import Settings
-from app.lifespan import open_resources, running_poller
 from app.usage import budgets, prices, reports
 from app.usage.models import MICROS
 
 
 def add_commands(commands: Any, with_session: Any) -> None:
     """Register the worker, prices, budgets and usage commands on the CLI's subparsers."""
-    worker = commands.add_parser("worker", help="run only the poller (no HTTP)")
-    worker.set_defaults(handler=_worker)
-
     price_parser = commands.add_parser("prices", help="list or add prices")
     price_actions = price_parser.add_subparsers(required=True, metavar="ACTION")
     listing = price_actions.add_parser("list", help="every price, history included")
@@ -57,19 +51,6 @@ def add_commands(commands: Any, with_session: Any) -> None:
 def _utc(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _worker(_args: argparse.Namespace, settings: Settings) -> None:
-    async def work() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        worker_settings = settings.model_copy(update={"poller_enabled": True})
-        async with open_resources(worker_settings) as resources, running_poller(resources):
-            await stop.wait()
-
-    asyncio.run(work())
 
 
 def _prices_list(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
