@@ -64,6 +64,8 @@ class Settings(BaseSettings):
 
     # Client callbacks (`callback_url`): how long a receiver has to acknowledge with a 2xx.
     callback_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Callbacks reach public addresses only; these networks (CIDRs) are allowed besides.
+    callback_allowed_networks: list[str] = Field(default_factory=list)
 
     # Demo mode (no upstream key): the simulator runs in the same process on this port.
     demo_simulator_port: int = 8001

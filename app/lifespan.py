@@ -13,7 +13,7 @@ from app.coalesce import Coalescer
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.keys.service import AuthCache
-from app.limits.clients import parse_proxies
+from app.limits.clients import parse_networks
 from app.limits.rates import RateLimiter
 from app.resources import Resources
 from app.tasks.callbacks import create_callback_client
@@ -41,7 +41,9 @@ async def open_resources(
         transport=upstream_transport,
     )
     callbacks = create_callback_client(
-        timeout=settings.callback_timeout_seconds, transport=callback_transport
+        timeout=settings.callback_timeout_seconds,
+        allowed_networks=parse_networks(settings.callback_allowed_networks),
+        transport=callback_transport,
     )
     try:
         yield Resources(
@@ -57,7 +59,7 @@ async def open_resources(
                 key_prefix=settings.redis_key_prefix,
                 timeout_seconds=settings.redis_timeout_seconds,
             ),
-            trusted_proxies=parse_proxies(settings.trusted_proxies),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
         )
     finally:
         await callbacks.aclose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +21,8 @@ from app.tasks.models import CallbackDelivery
 from tests.conftest import MASTER_KEY
 from tests.helpers import TASKS, body
 
-HOOK = "https://hooks.example.test/seedance"
+# A public address, so the callback guard lets it through; the in-process receiver answers for it.
+HOOK = "https://93.184.215.14/seedance"
 
 
 class Receiver:
@@ -123,3 +127,71 @@ async def test_no_callback_url_queues_nothing(gateway, receiver: Receiver) -> No
     await client.get(f"{TASKS}/{task_id}")
     async with gateway.app.state.resources.sessionmaker() as session:
         assert (await session.exec(select(CallbackDelivery))).all() == []
+
+
+class SocketReceiver:
+    """A real HTTP endpoint on 127.0.0.1 that records the requests it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        self.requests.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def socket_receiver() -> AsyncIterator[SocketReceiver]:
+    receiver = SocketReceiver()
+    yield receiver
+    if receiver.server is not None:
+        receiver.server.close()
+        await receiver.server.wait_closed()
+
+
+async def _deliveries(gateway) -> list[CallbackDelivery]:
+    async with gateway.app.state.resources.sessionmaker() as session:
+        return list((await session.exec(select(CallbackDelivery))).all())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_callbacks_to_private_hosts_are_refused_by_default(
+    make_gateway, socket_receiver: SocketReceiver, host: str
+) -> None:
+    url = (await socket_receiver.start()).replace("127.0.0.1", host)
+    gateway = await make_gateway()  # the real transport, default settings
+    client = await gateway.user_client("alice")
+    await client.post(TASKS, json=body(callback_url=url))
+    await poller_for(gateway.app.state.resources).run_once()
+    deliveries = await _deliveries(gateway)
+    assert deliveries  # queued, then succeeded: each one refused
+    for delivery in deliveries:
+        assert delivery.delivered_at is None
+        assert (delivery.last_error or "").startswith("CallbackHostRefused: callback host")
+    assert socket_receiver.requests == []
+
+
+async def test_an_allowed_network_receives_callbacks_at_the_checked_address(
+    make_gateway, socket_receiver: SocketReceiver
+) -> None:
+    url = await socket_receiver.start()
+    gateway = await make_gateway(callback_allowed_networks=["127.0.0.0/8"])
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body(callback_url=url))).json()["id"]
+    await poller_for(gateway.app.state.resources).run_once()
+    deliveries = await _deliveries(gateway)
+    assert deliveries and all(d.delivered_at and d.last_error is None for d in deliveries)
+    assert len(socket_receiver.requests) == len(deliveries)
+    request = socket_receiver.requests[0]
+    assert request.startswith(b"POST /hook HTTP/1.1")
+    assert f"host: {url.split('/')[2]}".encode() in request.lower()
+    assert task_id.encode() in request

@@ -10,8 +10,8 @@ from starlette.requests import Request
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_proxies(entries: Sequence[str]) -> list[Network]:
-    """Addresses or CIDR ranges of trusted proxies."""
+def parse_networks(entries: Sequence[str]) -> list[Network]:
+    """Addresses or CIDR ranges (trusted proxies, allowed callback networks) as networks."""
     return [ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip()]
 
 

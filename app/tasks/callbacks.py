@@ -10,6 +10,7 @@ a terminal one that is not acknowledged with a 2xx within the timeout is sent 3 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import utcnow
+from app.limits.clients import Network
+from app.tasks.callback_guard import CallbackHostRefused, PublicOnlyTransport
 from app.tasks.models import CallbackDelivery, Task, TaskStatus
 from app.tasks.render import public_view
 
@@ -57,13 +60,19 @@ def queue_callback(
 
 
 def create_callback_client(
-    *, timeout: float, transport: httpx.AsyncBaseTransport | None = None
+    *,
+    timeout: float,
+    allowed_networks: Sequence[Network] = (),
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """The client for callbacks: no credentials of any kind, short timeouts, no redirects."""
+    """The client for callbacks: public addresses only (see `callback_guard`), no credentials
+    of any kind, short timeouts, no redirects."""
     return httpx.AsyncClient(
         timeout=timeout,
         follow_redirects=False,
-        transport=transport,
+        transport=PublicOnlyTransport(
+            transport or httpx.AsyncHTTPTransport(), allowed=allowed_networks
+        ),
         headers={"User-Agent": "seedance-gateway-callback/1"},
     )
 
@@ -118,6 +127,8 @@ async def _claim(
 async def _post(http: httpx.AsyncClient, delivery: CallbackDelivery) -> str | None:
     try:
         response = await http.post(delivery.url, json=delivery.payload)
+    except CallbackHostRefused as exc:
+        return f"{type(exc).__name__}: {exc}"
     except httpx.HTTPError as exc:
         return type(exc).__name__
     return None if response.is_success else f"HTTP {response.status_code}"
