@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from tests.e2e.processes import Process, free_port, start
+from tests.e2e.processes import Process, clean_env, free_port, issue_key, start, start_simulator
 
 MODEL = "seedance-1-0-pro-250528"
 TASKS = "/api/v3/contents/generations/tasks"
 CREATE_BODY = {"model": MODEL, "content": [{"type": "text", "text": "a red fox runs in snow"}]}
-SIM_INSTANT = ("--queued-seconds", "0", "--running-seconds", "0")  # tasks finish at once
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 MASTER_KEY = "bench-" + secrets.token_urlsafe(24)
 # Limits out of the way: the benchmark measures the request path, not the refusals.
@@ -43,53 +39,35 @@ class BenchStack:
         return self.gateway.popen.pid
 
 
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-
-
 @contextmanager
 def bench_stack(database_url: str, workdir: Path, **settings: str) -> Iterator[BenchStack]:
     """Start a simulator (tasks finish at once) and a gateway on `database_url`; stop both after."""
-    sim_port, gw_port = free_port(), free_port()
-    simulator = start(
-        [*("simulate", "--port", str(sim_port), "--api-key", MASTER_KEY), *SIM_INSTANT],
-        env=_base_env(),
-        port=sim_port,
-        log=workdir / "simulator.log",
-        health="/_sim/stats",
-    )
-    env = {
-        **_base_env(),
+    gw_port = free_port()
+    simulator = start_simulator(master_key=MASTER_KEY, log=workdir / "simulator.log")
+    env = clean_env(
         **UNLIMITED,
-        "GATEWAY_UPSTREAM_API_KEY": MASTER_KEY,
-        "GATEWAY_UPSTREAM_BASE_URL": f"{simulator.url}/api/v3",
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "GATEWAY_LOG_LEVEL": "WARNING",
-        "GATEWAY_POLLER_ENABLED": "false",
+        GATEWAY_UPSTREAM_API_KEY=MASTER_KEY,
+        GATEWAY_UPSTREAM_BASE_URL=f"{simulator.url}/api/v3",
+        GATEWAY_DATABASE_URL=database_url,
+        GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
+        GATEWAY_LOG_LEVEL="WARNING",
+        GATEWAY_POLLER_ENABLED="false",
         **settings,
-    }
+    )
     gateway = None
     try:
         gateway = start(
             ["serve", "--port", str(gw_port)], env=env, port=gw_port, log=workdir / "gw.log"
         )
-        yield BenchStack(simulator=simulator, gateway=gateway, key=_new_key(gateway.url))
+        yield BenchStack(
+            simulator=simulator,
+            gateway=gateway,
+            key=issue_key(gateway.url, admin_token=ADMIN_TOKEN, user_name="bench"),
+        )
     finally:
         if gateway is not None:
             gateway.stop()
         simulator.stop()
-
-
-def _new_key(gateway_url: str) -> str:
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    user = httpx.post(f"{gateway_url}/admin/v1/users", json={"name": "bench"}, headers=admin)
-    user.raise_for_status()
-    key = httpx.post(
-        f"{gateway_url}/admin/v1/users/{user.json()['id']}/keys", json={}, headers=admin
-    )
-    key.raise_for_status()
-    return str(key.json()["key"])
 
 
 def rss_kib(pid: int) -> int:

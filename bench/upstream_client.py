@@ -8,7 +8,6 @@ every create and every refresh.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,8 +18,8 @@ import httpx
 from app.upstream.client import create_http_client
 from app.upstream.transport import upstream_transport
 from bench.load import drive
-from bench.stack import CREATE_BODY, MASTER_KEY, SIM_INSTANT, TASKS
-from tests.e2e.processes import free_port, start
+from bench.stack import CREATE_BODY, MASTER_KEY, TASKS
+from tests.e2e.processes import start_simulator
 
 Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
@@ -58,15 +57,7 @@ async def _measure(
 
 async def run_upstream_client(workdir: Path, *, total: int, concurrency: int) -> dict[str, Any]:
     """Both transports on create and retrieve calls against one simulator process."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    simulator = start(
-        [*("simulate", "--port", str(port), "--api-key", MASTER_KEY), *SIM_INSTANT],
-        env=env,
-        port=port,
-        log=workdir / "simulator-client.log",
-        health="/_sim/stats",
-    )
+    simulator = start_simulator(master_key=MASTER_KEY, log=workdir / "simulator-client.log")
     base = f"{simulator.url}/api/v3"
     try:
         created = httpx.post(

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.e2e.processes import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{db}"
+    env = clean_env(GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{db}")
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
         cwd=ROOT,

@@ -12,7 +12,14 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY
-from tests.e2e.processes import Process, free_port, start
+from tests.e2e.processes import (
+    Process,
+    clean_env,
+    free_port,
+    issue_key,
+    start,
+    start_simulator,
+)
 from tests.scratch_db import scratch_postgres
 
 
@@ -26,17 +33,15 @@ class Stack:
     gateways: list[Process] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        return {
-            **base,
-            "GATEWAY_UPSTREAM_API_KEY": MASTER_KEY,
-            "GATEWAY_UPSTREAM_BASE_URL": f"{self.simulator.url}/api/v3",
-            "GATEWAY_DATABASE_URL": self.database_url,
-            "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "GATEWAY_LOG_LEVEL": "DEBUG",
-            "GATEWAY_REFRESH_STALE_SECONDS": "0",
+        return clean_env(
+            GATEWAY_UPSTREAM_API_KEY=MASTER_KEY,
+            GATEWAY_UPSTREAM_BASE_URL=f"{self.simulator.url}/api/v3",
+            GATEWAY_DATABASE_URL=self.database_url,
+            GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
+            GATEWAY_LOG_LEVEL="DEBUG",
+            GATEWAY_REFRESH_STALE_SECONDS="0",
             **extra,
-        }
+        )
 
     def start_gateway(self, **extra: str) -> Process:
         port = free_port()
@@ -49,12 +54,7 @@ class Stack:
         return httpx.request(method, self.simulator.url + path, **kwargs).json()
 
     def new_key(self, gateway: Process, name: str) -> str:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        user = httpx.post(f"{gateway.url}/admin/v1/users", json={"name": name}, headers=headers)
-        key = httpx.post(
-            f"{gateway.url}/admin/v1/users/{user.json()['id']}/keys", json={}, headers=headers
-        )
-        return str(key.json()["key"])
+        return issue_key(gateway.url, admin_token=ADMIN_TOKEN, user_name=name)
 
 
 @pytest.fixture(scope="module")
@@ -68,25 +68,7 @@ async def e2e_database() -> Any:
 def stack(e2e_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One simulator process for the module; gateways are started by the tests."""
     tmp = tmp_path_factory.mktemp("e2e")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    simulator = start(
-        [
-            "simulate",
-            "--port",
-            str(port),
-            "--api-key",
-            MASTER_KEY,
-            "--queued-seconds",
-            "0",
-            "--running-seconds",
-            "0",
-        ],
-        env=env,
-        port=port,
-        log=tmp / "simulator.log",
-        health="/_sim/stats",
-    )
+    simulator = start_simulator(master_key=MASTER_KEY, log=tmp / "simulator.log")
     stack = Stack(simulator=simulator, database_url=e2e_database, tmp=tmp)
     yield stack
     logs = [process.stop() for process in stack.gateways] + [simulator.stop()]

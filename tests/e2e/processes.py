@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -70,3 +71,34 @@ def start(
     url = f"http://127.0.0.1:{port}"
     wait_until_up(url + health, popen, log)
     return Process(popen=popen, log=log, url=url)
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any GATEWAY_* variable, plus `settings`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return {**base, **settings}
+
+
+def start_simulator(*, master_key: str, log: Path) -> Process:
+    """A simulator process on a free port whose tasks finish at once."""
+    port = free_port()
+    instant = ["--queued-seconds", "0", "--running-seconds", "0"]
+    return start(
+        ["simulate", "--port", str(port), "--api-key", master_key, *instant],
+        env=clean_env(),
+        port=port,
+        log=log,
+        health="/_sim/stats",
+    )
+
+
+def issue_key(gateway_url: str, *, admin_token: str, user_name: str) -> str:
+    """Create a user through the admin API and return a new plaintext key of theirs."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    user = httpx.post(f"{gateway_url}/admin/v1/users", json={"name": user_name}, headers=admin)
+    user.raise_for_status()
+    key = httpx.post(
+        f"{gateway_url}/admin/v1/users/{user.json()['id']}/keys", json={}, headers=admin
+    )
+    key.raise_for_status()
+    return str(key.json()["key"])

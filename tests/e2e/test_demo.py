@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -13,17 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.processes import Process, free_port, start
+from tests.e2e.processes import Process, clean_env, free_port, start
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[Process, str]]:
     """`seedance-gateway serve` with no upstream key; yields the process and its banner."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env |= {
-        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/gateway.db",
-        "GATEWAY_DEMO_SIMULATOR_PORT": str(free_port()),
-    }
+    env = clean_env(
+        GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/gateway.db",
+        GATEWAY_DEMO_SIMULATOR_PORT=str(free_port()),
+    )
     port = free_port()
     process = start(["serve", "--port", str(port)], env=env, port=port, log=tmp_path / "demo.log")
     try:
