@@ -94,6 +94,13 @@ class RateLimiter:
                 return decisions[-1]
         return min(decisions, key=lambda d: d.remaining)
 
+    async def allow(self, rate: str, name: str, *identifiers: str) -> bool:
+        """Count one hit against every limit in `rate`; False if any is exhausted (no stats)."""
+        for item in self._items(rate):
+            if not await self._run("hit", item, name, *identifiers):
+                return False
+        return True
+
     async def is_exhausted(self, rate: str, name: str, *identifiers: str) -> RateDecision | None:
         """The exhausted limit of `rate`, if any, without counting a hit."""
         for item in self._items(rate):

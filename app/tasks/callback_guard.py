@@ -39,7 +39,7 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
         refused = [address for address in addresses if not self._permitted(address)]
         if not addresses or refused:
             raise CallbackHostRefused(
-                f"callback host {host} resolves to a non-public address", request=request
+                f"callback host {host} does not resolve to public addresses only", request=request
             )
         request.url = request.url.copy_with(host=str(addresses[0]))
         request.extensions = {**request.extensions, "sni_hostname": host}

@@ -65,7 +65,7 @@ def _is_stale(task: Task, window_seconds: float) -> bool:
 async def _coalesced_refresh(*, resources: Resources, task_id: str, request_id: str) -> None:
     async def job() -> None:
         budget = resources.settings.upstream_refresh_rate
-        if not (await resources.limiter.hit(budget, "upstream-refresh", "account")).allowed:
+        if not await resources.limiter.allow(budget, "upstream-refresh", "account"):
             logger.debug("upstream refresh budget spent; task %s served as stored", task_id)
             return
         await refresh_task(
