@@ -26,10 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     settings = Settings()
-    secrets = [settings.upstream_key()]
-    if settings.admin_token is not None:
-        secrets.append(settings.admin_token.get_secret_value())
-    configure_logging(settings.log_level, secrets=secrets)
+    configure_logging(settings.log_level, secrets=settings.secrets())
     try:
         args.handler(args, settings)
     except GatewayError as exc:

@@ -18,6 +18,7 @@ from app.config import Settings
 from app.lifespan import open_resources, running_poller
 from app.main import create_app
 from app.migrate import upgrade_to_head
+from app.server import serve_gateway, server_options
 from app.simulator.app import create_simulator_app
 from app.simulator.state import SimConfig
 
@@ -30,23 +31,7 @@ def migrate(_args: argparse.Namespace, settings: Settings) -> None:
 def serve(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(upgrade_to_head(settings.database_url))
     if not settings.demo_mode:
-        if args.workers > 1:
-            uvicorn.run(
-                "app.main:app",
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                log_config=None,
-                proxy_headers=False,
-            )
-        else:
-            uvicorn.run(
-                create_app(settings),
-                host=args.host,
-                port=args.port,
-                log_config=None,
-                proxy_headers=False,
-            )
+        serve_gateway(settings, host=args.host, port=args.port, workers=args.workers)
         return
     settings = demo.demo_settings(settings)
     key = asyncio.run(demo.create_demo_key(settings))
@@ -56,7 +41,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
 
 async def _serve_with_simulator(settings: Settings, *, host: str, port: int) -> None:
     gateway = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None)
+        uvicorn.Config(create_app(settings), host=host, port=port, **server_options(settings))
     )
     simulator = uvicorn.Server(
         uvicorn.Config(

@@ -25,6 +25,3 @@ class Coalescer:
             self._running[key] = task
             task.add_done_callback(lambda _: self._running.pop(key, None))
         return await asyncio.shield(task)
-
-    def __len__(self) -> int:
-        return len(self._running)

@@ -26,12 +26,17 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
     database_pool_size: int = 10
+    # Longest wait for a connection or a statement; past it the client gets 503 with Retry-After.
+    database_timeout_seconds: float = Field(default=10.0, gt=0)
     redis_url: str | None = None
     admin_token: SecretStr | None = None
 
     # Public API behaviour. Aliases map endpoint ids (`ep-…`) to the model they serve.
     model_aliases: dict[str, str] = Field(default_factory=dict)
     max_body_bytes: int = 10 * 1024 * 1024
+    # A request body must arrive within this many seconds (408 after); headers within the size cap.
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096)
     refresh_stale_seconds: float = 3.0
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=1.0)
     key_last_used_resolution_seconds: float = 60.0
@@ -104,6 +109,11 @@ class Settings(BaseSettings):
         if self.upstream_api_key is None:
             return DEMO_UPSTREAM_KEY
         return self.upstream_api_key.get_secret_value()
+
+    def secrets(self) -> list[str]:
+        """Every secret the logs must never show: the master key and the admin token."""
+        admin = self.admin_token.get_secret_value() if self.admin_token is not None else ""
+        return [secret for secret in (self.upstream_key(), admin) if secret]
 
     def effective_upstream_base_url(self) -> str:
         """Where upstream calls go: the configured URL, or the in-process simulator in demo mode."""

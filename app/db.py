@@ -46,15 +46,30 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine: WAL and a busy timeout on SQLite, a sized pool on PostgreSQL."""
+def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.0) -> AsyncEngine:
+    """An async engine: WAL and a busy timeout on SQLite, a sized pool on PostgreSQL.
+
+    Every wait on the database is bounded by `timeout_seconds` (connecting, waiting for a pooled
+    connection, each statement), so a frozen database turns into a prompt 503, not a hang.
+    """
     if is_sqlite(url):
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=pool_size, max_overflow=pool_size
+            url,
+            connect_args={"timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=timeout_seconds,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=timeout_seconds,
+        connect_args={"timeout": timeout_seconds, "command_timeout": timeout_seconds},
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

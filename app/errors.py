@@ -4,16 +4,20 @@ GatewayError                      any status; renders {"error": {code, message, 
 ├── InvalidParameter              400 BadRequest
 ├── MissingParameter              400 BadRequest
 ├── AuthenticationFailed          401 Unauthorized
-├── PermissionDenied              403 Forbidden
 ├── NotFound                      404 NotFound (unknown route, unknown task, other user's task)
-├── ModelNotFound                 404 NotFound (unknown model or one the key may not use)
+│   └── ModelNotFound             404 NotFound (unknown model or one the key may not use)
 ├── MethodNotAllowed              405 MethodNotAllowed
+├── RequestTimeout                408 RequestTimeout (the client sent its body too slowly)
 ├── Conflict                      409 Conflict
 ├── PayloadTooLarge               413 RequestEntityTooLarge
+├── UnprocessableEntity           422 UnprocessableEntity (an Idempotency-Key reused elsewhere)
 ├── TooManyRequests               429 TooManyRequests, with Retry-After
 ├── InternalError                 500 InternalServerError
 ├── UpstreamFailure               502 BadGateway (upstream 5xx, or it refused our master key)
+│   └── UpstreamCallFailed        app.upstream.client; says whether a create may have landed
+├── ServiceUnavailable            503 ServiceUnavailable, with Retry-After (the database is out)
 ├── UpstreamTimeout               504 GatewayTimeout
+│   └── UpstreamTimedOut          app.upstream.client; a create may have landed
 └── UpstreamRelayed               the upstream's own 4xx, passed through
 """
 
@@ -118,12 +122,6 @@ class AuthenticationFailed(GatewayError):
         super().__init__(message)
 
 
-class PermissionDenied(GatewayError):
-    status_code = 403
-    error_type = "Forbidden"
-    default_code = "AccessDenied"
-
-
 class NotFound(GatewayError):
     status_code = 404
     error_type = "NotFound"
@@ -146,6 +144,12 @@ class MethodNotAllowed(GatewayError):
     default_code = "MethodNotAllowed"
 
 
+class RequestTimeout(GatewayError):
+    status_code = 408
+    error_type = "RequestTimeout"
+    default_code = "RequestTimeout"
+
+
 class Conflict(GatewayError):
     status_code = 409
     error_type = "Conflict"
@@ -156,6 +160,12 @@ class PayloadTooLarge(GatewayError):
     status_code = 413
     error_type = "RequestEntityTooLarge"
     default_code = "RequestEntityTooLarge"
+
+
+class UnprocessableEntity(GatewayError):
+    status_code = 422
+    error_type = "UnprocessableEntity"
+    default_code = "UnprocessableEntity"
 
 
 class TooManyRequests(GatewayError):
@@ -186,6 +196,16 @@ class UpstreamFailure(GatewayError):
     status_code = 502
     error_type = "BadGateway"
     default_code = "UpstreamServiceError"
+
+
+class ServiceUnavailable(GatewayError):
+    status_code = 503
+    error_type = "ServiceUnavailable"
+    default_code = "ServiceUnavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(retry_after))
 
 
 class UpstreamTimeout(GatewayError):

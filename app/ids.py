@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 _LOWER_ALNUM = string.ascii_lowercase + string.digits
 _ALNUM = string.ascii_letters + string.digits
-# Upstream task ids carry the creation time in UTC+8 (reference §3.7); ours do too.
+# Upstream task ids carry the creation time in UTC+8 (see the ids in the create-task API
+# examples, https://docs.byteplus.com/en/docs/ModelArk/1520757); ours do too.
 _UTC8 = timezone(timedelta(hours=8))
 
 

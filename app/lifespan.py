@@ -31,7 +31,11 @@ async def open_resources(
     callback_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Resources]:
     """Engine, upstream client and caches for one process; closed on exit."""
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        timeout_seconds=settings.database_timeout_seconds,
+    )
     http = create_http_client(
         base_url=settings.effective_upstream_base_url(),
         api_key=settings.upstream_key(),

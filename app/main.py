@@ -14,7 +14,9 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.admin.billing_router import router as billing_router
@@ -26,6 +28,8 @@ from app.errors import (
     InvalidParameter,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
 )
 from app.health import router as health_router
 from app.lifespan import open_resources, running_poller
@@ -67,9 +71,23 @@ def create_app(
     app.include_router(usage_router)
     app.include_router(health_router)
     _install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_timeout=settings.body_read_timeout_seconds,
+    )
     app.add_middleware(RequestContextMiddleware)  # outermost: every answer gets a request id
     return app
+
+
+# What the database drivers raise when the database is down, frozen or out of connections.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -92,25 +110,42 @@ def _install_error_handlers(app: FastAPI) -> None:
             error = MethodNotAllowed(f"The method {request.method} is not allowed here.")
         elif exc.status_code == 404:
             error = NotFound("The requested resource is not found.")
+        elif exc.status_code == 413:
+            error = PayloadTooLarge("The request body is too large.", param="body")
+        elif exc.status_code < 500:  # FastAPI's own 4xx, e.g. a body it could not parse
+            error = InvalidParameter("body", str(exc.detail).rstrip("."))
         else:
-            error = InternalError(str(exc.detail))
+            error = InternalError("The service encountered an unexpected internal error.")
         return error.to_response(request_id_of(request))
 
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return InternalError("The service encountered an unexpected internal error.").to_response(
-            request_id_of(request)
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        logger.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
         )
+        error = ServiceUnavailable("The service is temporarily unavailable; retry later.")
+        return error.to_response(request_id_of(request))
+
+    async def client_disconnected(request: Request, exc: Exception) -> Response:
+        # The client's end, not ours: nothing was written, and nobody reads this answer.
+        logger.info("client went away during %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnected)
+    for error_class in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error_class, database_unavailable)
 
 
 def __getattr__(name: str) -> Any:
     # `app.main:app` for uvicorn, built on first access so importing this module has no effects.
-    if name == "app":
-        return create_app()
+    if name == "app":  # logging set up as `serve` does it, redaction of secrets included
+        from app.server import app_from_environment
+
+        return app_from_environment()
     raise AttributeError(name)

@@ -1,12 +1,22 @@
-"""Pure ASGI middleware: a request id on every response, and the request-body size cap."""
+"""Pure ASGI middleware: a request id on every response, the last-resort 500, and the body cap.
+
+An unexpected error is rendered here rather than by Starlette's outermost handler, which
+re-raises it and makes the server drop the keep-alive connection.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import time
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge, new_request_id
+from app.errors import InternalError, PayloadTooLarge, RequestTimeout, new_request_id
+
+logger = logging.getLogger(__name__)
 
 CLIENT_REQUEST_ID = "x-client-request-id"
 
@@ -30,37 +40,66 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         client_id = Headers(scope=scope).get(CLIENT_REQUEST_ID)
 
+        started = False
+
         async def send_with_ids(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-Id"] = request_id
-                if client_id and len(client_id) <= 128:
+                if client_id and len(client_id) <= 128 and client_id.isprintable():
                     headers["X-Client-Request-Id"] = client_id
             await send(message)
 
-        await self.app(scope, receive, send_with_ids)
+        try:
+            await self.app(scope, receive, send_with_ids)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # too late for an answer: the server closes the connection
+            error = InternalError("The service encountered an unexpected internal error.")
+            await error.to_response(request_id)(scope, receive, send_with_ids)
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over `max_bytes` with 413, before anything parses them."""
+    """Refuses bodies over `max_bytes` with 413, before anything parses them, and bodies that
+    take longer than `read_timeout` seconds to arrive with 408."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, read_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and not (
+            declared.isascii()
+            and declared.isdigit()
+            and len(declared) <= 18
+            and int(declared) <= self.max_bytes
+        ):
             await self._refuse(scope, receive, send)
             return
         received = 0
+        deadline = time.monotonic() + self.read_timeout
+        body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later reads only wait for a disconnect: no deadline there
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body did not arrive within {self.read_timeout:g} seconds.",
+                    param="body",
+                ) from None
+            body_done = not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:

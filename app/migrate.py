@@ -23,7 +23,7 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade_to_head(url: str) -> None:
     """Apply every migration not yet applied to the database at `url`."""
-    engine = create_engine(url)
+    engine = create_engine(url, timeout_seconds=600)  # a migration may take long
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_upgrade, alembic_config(url))

@@ -120,3 +120,11 @@ async def test_health_and_readiness(gateway: Gateway) -> None:
     assert (await gateway.client.get("/healthz")).json() == {"status": "ok"}
     ready = (await gateway.client.get("/readyz")).json()
     assert ready["status"] == "ok" and ready["checks"]["database"] == "ok"
+
+
+async def test_the_admin_token_counts_only_as_a_bearer_token(gateway, admin_headers) -> None:
+    token = admin_headers["Authorization"].removeprefix("Bearer ")
+    for header in (token, f"Basic {token}", f"Bearer{token}"):
+        answer = await gateway.client.get("/admin/v1/users", headers={"Authorization": header})
+        assert answer.status_code == 401, header
+    assert (await gateway.client.get("/admin/v1/users", headers=admin_headers)).status_code == 200

@@ -195,3 +195,26 @@ async def test_an_allowed_network_receives_callbacks_at_the_checked_address(
     assert request.startswith(b"POST /hook HTTP/1.1")
     assert f"host: {url.split('/')[2]}".encode() in request.lower()
     assert task_id.encode() in request
+
+
+async def test_polling_a_moving_task_with_a_callback_never_fails(
+    make_gateway, receiver: Receiver, sim_config
+) -> None:
+    """Polls while the task stands still and while it moves: each refresh that finds the same
+    status stores it without queueing a second callback (that used to be a 500)."""
+    sim_config.queued_seconds, sim_config.running_seconds = 0.8, 0.8
+    gateway = await make_gateway(callbacks=receiver.transport())
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body(callback_url=HOOK))).json()["id"]
+    seen: list[str] = []
+    for _ in range(40):
+        response = await client.get(f"{TASKS}/{task_id}")
+        assert response.status_code == 200, response.text
+        seen.append(response.json()["status"])
+        if seen[-1] == "succeeded":
+            break
+        await asyncio.sleep(0.1)
+    assert seen.count("queued") > 1 and seen.count("running") > 1 and seen[-1] == "succeeded"
+    poller = poller_for(gateway.app.state.resources)
+    await poller.run_once()
+    assert [p["status"] for p in receiver.received] == ["queued", "running", "succeeded"]

@@ -139,3 +139,37 @@ async def test_one_slow_redis_reply_does_not_trip_the_breaker(make_gateway, priv
     readiness = (await gateway.client.get("/readyz")).json()["checks"]["rate_limits"]
     assert readiness["backend"] == "memory (redis unavailable)"
     assert "TimeoutError" in readiness["redis_error"]
+
+
+async def test_a_redis_that_restarts_empty_hands_out_no_fresh_allowance(
+    make_gateway, private_redis
+) -> None:
+    port, server = private_redis
+    gateway: Gateway = await make_gateway(
+        redis_url=f"redis://127.0.0.1:{port}/0", create_rate_limit="5/minute"
+    )
+    client = await gateway.user_client("alice")
+    before = [(await client.post(TASKS, json=body())).status_code for _ in range(7)]
+    assert before == [200] * 5 + [429] * 2
+    server.kill()
+    server.wait()
+    during = [(await client.post(TASKS, json=body())).status_code for _ in range(5)]
+    restarted = _start_redis(port)  # empty: it keeps nothing on disk
+    try:
+        await asyncio.sleep(5.1)  # the breaker's pause
+        after = [(await client.post(TASKS, json=body())).status_code for _ in range(5)]
+    finally:
+        restarted.kill()
+        restarted.wait()
+    assert during == [429] * 5 and after == [429] * 5  # 5 in the minute, not 15
+
+
+async def test_concurrent_bad_keys_get_only_the_allowed_number_of_401s(make_gateway) -> None:
+    prefix = f"sgw-test-{os.getpid()}-{time.monotonic_ns()}"
+    gateway: Gateway = await make_gateway(
+        redis_url="redis://127.0.0.1:6379/0", redis_key_prefix=prefix, auth_failure_limit="20/minute"
+    )
+    bad = [gateway.as_user(f"sgw-wrong{i:040d}") for i in range(100)]
+    answers = await asyncio.gather(*(client.get(TASKS) for client in bad))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [401] * 20 + [429] * 80

@@ -7,6 +7,7 @@ import secrets
 from fastapi import Request
 
 from app.errors import AuthenticationFailed
+from app.keys.deps import bearer_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
 from app.resources import ResourcesDep
 
@@ -17,7 +18,10 @@ async def require_admin(request: Request, resources: ResourcesDep) -> None:
     if configured is None:
         raise AuthenticationFailed("The admin API is disabled: GATEWAY_ADMIN_TOKEN is not set.")
     address = await refuse_throttled_client(request, resources)
-    presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    try:
+        presented = bearer_token(request)
+    except AuthenticationFailed:
+        presented = ""
     if not secrets.compare_digest(presented.encode(), configured.get_secret_value().encode()):
         await count_auth_failure(resources, address)
         raise AuthenticationFailed("The admin token in the request is missing or invalid.")

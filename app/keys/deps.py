@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.db import SessionDep
 from app.errors import AuthenticationFailed
 from app.keys.service import AuthContext, authenticate, touch_last_used
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
@@ -19,20 +18,22 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 256:
+    if scheme.lower() != "bearer" or not token or len(token) > 256 or not token.isprintable():
         raise AuthenticationFailed()
     return token
 
 
-async def current_key(
-    request: Request, session: SessionDep, resources: ResourcesDep
-) -> AsyncIterator[AuthContext]:
-    """Authenticate the caller; after a request that succeeded, note the key's last use."""
+async def current_key(request: Request, resources: ResourcesDep) -> AsyncIterator[AuthContext]:
+    """Authenticate the caller; after a request that succeeded, note the key's last use.
+
+    The lookup uses a session of its own that ends before the endpoint runs, so no pooled
+    connection is held while the client sends (perhaps slowly) its body.
+    """
     address = await refuse_throttled_client(request, resources)
     try:
-        context = await authenticate(
-            session, plaintext=bearer_token(request), cache=resources.auth_cache
-        )
+        token = bearer_token(request)
+        async with resources.sessionmaker() as session:
+            context = await authenticate(session, plaintext=token, cache=resources.auth_cache)
     except AuthenticationFailed:
         await count_auth_failure(resources, address)
         raise
@@ -40,7 +41,8 @@ async def current_key(
     # Only reached when the endpoint did not raise: rejected requests write nothing.
     resolution = resources.settings.key_last_used_resolution_seconds
     if resources.auth_cache.claim_touch(context.key_id, resolution=resolution):
-        await touch_last_used(session, key_id=context.key_id, resolution=resolution)
+        async with resources.sessionmaker() as session:
+            await touch_last_used(session, key_id=context.key_id, resolution=resolution)
 
 
 CurrentKey = Annotated[AuthContext, Depends(current_key)]

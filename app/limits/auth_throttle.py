@@ -25,5 +25,17 @@ async def refuse_throttled_client(request: Request, resources: Resources) -> str
 
 
 async def count_auth_failure(resources: Resources, address: str) -> None:
-    """Count one bad key (or admin token) from `address`."""
-    await resources.limiter.hit(resources.settings.auth_failure_limit, "authfail", address)
+    """Count one bad key (or admin token) from `address`; 429 if it was one too many.
+
+    The count decides, not the check before it: of many bad keys sent at once, only as many
+    as the limit allows are answered 401.
+    """
+    decision = await resources.limiter.hit(
+        resources.settings.auth_failure_limit, "authfail", address
+    )
+    if not decision.allowed:
+        raise refusal(
+            decision,
+            "Too many failed authentications from this address.",
+            "RateLimitExceeded.AuthFailures",
+        )

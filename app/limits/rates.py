@@ -6,6 +6,10 @@ Redis timeouts. A call that fails is counted in this process instead of failing 
 after `BREAKER_FAILURES` failures in a row, all counting stays in this process for
 `BREAKER_SECONDS` (logged, and shown by /readyz). One slow reply under load must not split the
 shared counters, so a single timeout does not trip the breaker.
+
+With Redis, every hit it accepts is also counted in this process, and a hit this process's own
+count refuses is refused: a Redis that restarts empty (or an outage) cannot hand out a fresh
+allowance to a process that has already used its share.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class RateLimiter:
         items = self._items(rate)
         decisions = []
         for item in items:
-            allowed = bool(await self._run("hit", item, name, *identifiers))
+            allowed = await self._hit(item, name, identifiers)
             decisions.append(await self._decision(item, name, identifiers, allowed=allowed))
             if not allowed:
                 return decisions[-1]
@@ -97,7 +101,7 @@ class RateLimiter:
     async def allow(self, rate: str, name: str, *identifiers: str) -> bool:
         """Count one hit against every limit in `rate`; False if any is exhausted (no stats)."""
         for item in self._items(rate):
-            if not await self._run("hit", item, name, *identifiers):
+            if not await self._hit(item, name, identifiers):
                 return False
         return True
 
@@ -107,6 +111,15 @@ class RateLimiter:
             if not await self._run("test", item, name, *identifiers):
                 return await self._decision(item, name, identifiers, allowed=False)
         return None
+
+    async def _hit(self, item: RateLimitItem, name: str, identifiers: tuple[str, ...]) -> bool:
+        shadowed = self._redis is not None
+        if shadowed and not await self._memory.test(item, name, *identifiers):
+            return False
+        allowed, counted_in_redis = await self._run_where("hit", item, name, *identifiers)
+        if allowed and shadowed and counted_in_redis:
+            await self._memory.hit(item, name, *identifiers)
+        return bool(allowed)
 
     def _items(self, rate: str) -> list[RateLimitItem]:
         if rate not in self._parsed:
@@ -128,6 +141,10 @@ class RateLimiter:
 
     async def _run(self, method: str, *args: Any) -> Any:
         """`method` of the Redis limiter, or of the in-process one while Redis is out."""
+        return (await self._run_where(method, *args))[0]
+
+    async def _run_where(self, method: str, *args: Any) -> tuple[Any, bool]:
+        """`_run`'s result, and whether Redis gave it."""
         if self._redis is not None and time.monotonic() >= self._redis_down_until:
             try:
                 result = await getattr(self._redis, method)(*args)
@@ -135,8 +152,8 @@ class RateLimiter:
                 self._record_failure(exc)
             else:
                 self._failures_in_a_row = 0
-                return result
-        return await getattr(self._memory, method)(*args)
+                return result, True
+        return await getattr(self._memory, method)(*args), False
 
     def _record_failure(self, exc: Exception) -> None:
         self.last_redis_error = f"{type(exc).__name__}: {exc}"[:200]

@@ -1,7 +1,11 @@
 """The Seedance models the gateway knows, what each accepts, and their output pixel sizes.
 
-Figures are from the reference (`seedance-api.md` §3.2, §3.5, §3.6). Token usage is
-W×H×(24·d+1)/1024 (§10, fits every observed task).
+Figures are from the upstream's public docs: the BytePlus ModelArk video generation tutorial
+(capability and output-size tables), https://ai.byteplus.com/ark/region:ap-southeast-1/docs/
+ModelArk/video-generation-tutorial, and the create-task API page,
+https://docs.byteplus.com/en/docs/ModelArk/1520757. Token usage is W×H×(24·d+1)/1024: the
+pricing page's formula (https://docs.byteplus.com/en/docs/ModelArk/1544106) with 24·d+1
+frames, which fits every observed task.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Inline prompt commands (`--rs 720p --dur 5`, reference §3.4), read by gateway and simulator."""
+"""Inline prompt commands (`--rs 720p --dur 5`), as the upstream's video generation tutorial
+documents them: https://ai.byteplus.com/ark/region:ap-southeast-1/docs/ModelArk/
+video-generation-tutorial."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Public request shapes for the task API, mirroring the upstream (reference §3, §5).
+"""Public request shapes for the task API, mirroring the upstream's create and list calls
+(https://docs.byteplus.com/en/docs/ModelArk/1520757 and the Volcengine "视频生成 API" pages).
 
 `null` is the same as absent everywhere, and unknown fields pass through to the upstream.
 """
@@ -92,12 +93,6 @@ class TaskListQuery(BaseModel):
     task_ids: list[str] = Field(default_factory=list, max_length=500)
     model: str | None = None
     service_tier: Literal["default", "flex"] = "default"
-
-
-class TaskCreated(BaseModel):
-    """The create answer: the gateway's task id."""
-
-    id: str
 
 
 def strip_nulls(body: dict[str, Any]) -> dict[str, Any]:

@@ -41,17 +41,20 @@ async def transition(
 ) -> bool:
     """Move `task` from the status it was read with to `to_status`; False if someone moved it first.
 
-    The move queues the client's callback, and a move into a terminal state writes its ledger
-    row (settle or release), in the same transaction; the caller commits them together.
+    A real move queues the client's callback, and a move into a terminal state writes its ledger
+    row (settle or release), in the same transaction; the caller commits them together. A
+    "move" to the status the task already has only stores `values` (a refresh that found no
+    change): it queues nothing and writes no ledger row.
     """
+    from_status = task.status  # read first: the ORM update below also changes the loaded object
     result = await session.exec(
         update(Task)
         .where(col(Task.id) == task.id)
-        .where(col(Task.status) == task.status)
+        .where(col(Task.status) == from_status)
         .values(status=to_status, updated_at=utcnow(), **values)
     )
     moved: bool = result.rowcount == 1
-    if moved:
+    if moved and to_status != from_status:
         queue_callback(session, task=task, status=to_status, values=values)
         if to_status.is_terminal:
             snapshot = values.get("snapshot")
