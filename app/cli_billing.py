@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from app.config import Settings
+from app.errors import GatewayError
 from app.usage import budgets, prices, reports
 from app.usage.models import MICROS
 
@@ -37,6 +38,14 @@ def add_commands(commands: Any, with_session: Any) -> None:
     set_budget.add_argument("--limit", type=Decimal, default=None, help="in currency units")
     set_budget.add_argument("--limit-tokens", type=int, default=None)
     set_budget.set_defaults(handler=lambda a, s: _budgets_set(a, s, with_session))
+    list_budgets = budget_actions.add_parser("list", help="every budget, or one user's")
+    list_budgets.add_argument("--user", default=None)
+    list_budgets.set_defaults(handler=lambda a, s: _budgets_list(a, s, with_session))
+    delete_budget = budget_actions.add_parser("delete", help="remove a user's or a key's budget")
+    delete_scope = delete_budget.add_mutually_exclusive_group(required=True)
+    delete_scope.add_argument("--user")
+    delete_scope.add_argument("--key")
+    delete_budget.set_defaults(handler=lambda a, s: _budgets_delete(a, s, with_session))
 
     usage = commands.add_parser("usage", help="usage and cost reports")
     usage_actions = usage.add_subparsers(required=True, metavar="ACTION")
@@ -49,8 +58,12 @@ def add_commands(commands: Any, with_session: Any) -> None:
 
 
 def _utc(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment = reports.parse_instant(text, param="date")
+    except GatewayError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    assert moment is not None
+    return moment
 
 
 def _prices_list(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
@@ -100,6 +113,22 @@ def _budgets_set(args: argparse.Namespace, settings: Settings, with_session: Any
     )
 
 
+def _budgets_list(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    rows = with_session(settings, lambda s: budgets.list_budgets(s, user_id=args.user))
+    for budget in rows:
+        limit = "-" if budget.limit_micros is None else Decimal(budget.limit_micros) / MICROS
+        print(
+            f"{budget.scope}\t{budget.period}\tlimit {limit}\t"
+            f"tokens {budget.limit_tokens if budget.limit_tokens is not None else '-'}"
+        )
+
+
+def _budgets_delete(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    scope = f"user:{args.user}" if args.user else f"key:{args.key}"
+    with_session(settings, lambda s: budgets.delete_budget(s, scope=scope))
+    print(f"deleted budget {scope}")
+
+
 def _usage_report(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
     rows = with_session(
         settings,
@@ -110,6 +139,7 @@ def _usage_report(args: argparse.Namespace, settings: Settings, with_session: An
         return
     header = (
         args.by,
+        "name",
         "currency",
         "tasks",
         "settled",
@@ -123,6 +153,7 @@ def _usage_report(args: argparse.Namespace, settings: Settings, with_session: An
     table = [header] + [
         (
             r.group,
+            r.name or "-",
             r.currency or "-",
             r.tasks,
             r.settled_tasks,

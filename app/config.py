@@ -15,7 +15,10 @@ DEMO_UPSTREAM_KEY = "sim-master-key-demo-only"
 class Settings(BaseSettings):
     """Every tunable of the gateway; `.env.example` documents each one."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+    # An empty variable means unset, so `.env.example` copied verbatim is a valid configuration.
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     # Upstream (Seedance / Ark). No key means demo mode against the built-in simulator.
     upstream_base_url: str = "http://127.0.0.1:8001/api/v3"

@@ -65,6 +65,16 @@ def test_prices_budgets_and_usage_report(tmp_path: Path) -> None:
     assert budget.stdout.startswith(f"budget user:{user['id']}: monthly, limit 50")
     report = run("usage", "report", "--by", "model", "--csv", db=db)
     assert report.stdout.splitlines()[0].startswith("model,currency,tasks,settled_tasks")
+    by_user = run("usage", "report", "--by", "user", "--since", "2026-11-01", db=db)
+    assert by_user.returncode == 0 and by_user.stdout.split()[:2] == ["user", "name"]
+    bad_date = run("usage", "report", "--since", "yesterday", db=db)
+    assert bad_date.returncode == 2 and "expected a date" in bad_date.stderr
+    listed = run("budgets", "list", db=db).stdout
+    assert listed.startswith(f"user:{user['id']}\tmonthly\tlimit 50")
+    assert run("budgets", "delete", "--user", user["id"], db=db).returncode == 0
+    assert run("budgets", "list", db=db).stdout == ""
+    again = run("budgets", "delete", "--user", user["id"], db=db)
+    assert again.returncode == 1 and again.stderr.startswith("error: There is no budget")
 
 
 def test_limit_overrides(tmp_path: Path) -> None:
@@ -95,3 +105,21 @@ def test_limit_overrides(tmp_path: Path) -> None:
     )
     bad = run("keys", "limits", key["id"], "--read-rate", "lots", db=db)
     assert bad.returncode != 0 and "read_rate_limit" in bad.stderr
+
+
+def test_env_example_copied_verbatim_starts(tmp_path: Path) -> None:
+    """`.env.example` says to copy it to `.env`: done as it says, the CLI runs in demo mode."""
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    env = {**clean_env(), "PYTHONPATH": str(ROOT)}
+    for args in (["migrate"], ["users", "list"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "app", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "gateway.db").exists()  # the example's SQLite file, beside the .env

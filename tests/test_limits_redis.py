@@ -167,7 +167,9 @@ async def test_a_redis_that_restarts_empty_hands_out_no_fresh_allowance(
 async def test_concurrent_bad_keys_get_only_the_allowed_number_of_401s(make_gateway) -> None:
     prefix = f"sgw-test-{os.getpid()}-{time.monotonic_ns()}"
     gateway: Gateway = await make_gateway(
-        redis_url="redis://127.0.0.1:6379/0", redis_key_prefix=prefix, auth_failure_limit="20/minute"
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_key_prefix=prefix,
+        auth_failure_limit="20/minute",
     )
     bad = [gateway.as_user(f"sgw-wrong{i:040d}") for i in range(100)]
     answers = await asyncio.gather(*(client.get(TASKS) for client in bad))

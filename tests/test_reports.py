@@ -133,3 +133,56 @@ async def test_self_service_shows_own_usage_and_budget_room(
     assert budget["remaining_micros"] == 100_000_000 - budget["spent_micros"]
     assert budget["spent_micros"] == sum(row["cost_micros"] for row in mine["usage"])
     assert (await gateway.client.get("/gateway/v1/usage")).status_code == 401
+
+
+async def test_report_bounds_take_dates_and_naive_datetimes_as_utc(
+    gateway: Gateway, admin_headers
+) -> None:
+    await _activity(gateway)
+    today = datetime.now(UTC).date()
+    tomorrow = today + timedelta(days=1)
+    cases = [
+        ({"from": today.isoformat()}, 5),
+        ({"to": today.isoformat()}, 0),
+        ({"from": f"{today}T00:00:00", "to": tomorrow.isoformat()}, 5),
+        ({"from": f"{tomorrow}T00:00:00+00:00"}, 0),
+        ({"from": f"{today}T23:59:59-05:00"}, 0),  # that is tomorrow in UTC
+    ]
+    for params, tasks in cases:
+        answer = await gateway.client.get(
+            "/admin/v1/usage", params={"group_by": "model", **params}, headers=admin_headers
+        )
+        assert answer.status_code == 200, (params, answer.text)
+        assert sum(row["tasks"] for row in answer.json()["rows"]) == tasks, params
+    for param, value in [("from", "yesterday"), ("to", "2026-13-01"), ("from", "1" * 5000)]:
+        answer = await gateway.client.get(
+            "/admin/v1/usage", params={param: value}, headers=admin_headers
+        )
+        assert answer.status_code == 400, (param, value, answer.text)
+        assert answer.json()["error"]["param"] == param
+
+
+async def test_reports_name_users_and_keys(gateway: Gateway, admin_headers) -> None:
+    await _activity(gateway)
+    by_user = (
+        await gateway.client.get(
+            "/admin/v1/usage", params={"group_by": "user"}, headers=admin_headers
+        )
+    ).json()["rows"]
+    assert sorted(row["name"] for row in by_user) == ["alice", "bob"]
+    assert all(row["group"].startswith("usr_") for row in by_user)
+    by_key = (
+        await gateway.client.get(
+            "/admin/v1/usage", params={"group_by": "key"}, headers=admin_headers
+        )
+    ).json()["rows"]
+    assert sorted(row["user_name"] for row in by_key) == ["alice", "bob"]
+    assert all(row["name"].startswith("sgw-") for row in by_key)  # unnamed keys: their prefix
+    table = (
+        await gateway.client.get(
+            "/admin/v1/usage", params={"group_by": "key", "format": "csv"}, headers=admin_headers
+        )
+    ).text
+    header, *lines = list(csv.reader(io.StringIO(table)))
+    assert header[:4] == ["key", "name", "user_name", "currency"]
+    assert sorted(line[2] for line in lines) == ["alice", "bob"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -90,12 +89,17 @@ async def delete_key_budget(key_id: str, session: SessionDep) -> Response:
 async def usage(
     session: SessionDep,
     group_by: Annotated[reports.GroupBy, Query()] = "user",
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
-    user_id: str | None = None,
+    start_text: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end_text: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+    user_id: Annotated[str | None, Query(max_length=32)] = None,
     format: Literal["json", "csv"] = "json",
 ) -> dict[str, Any] | PlainTextResponse:
-    """Per group: tasks, settled tokens and cost, open reservations (tasks created in range)."""
+    """Per group: tasks, settled tokens and cost, open reservations (tasks created in range).
+
+    `from` and `to` take a date (UTC midnight) or a datetime (UTC unless it names a zone).
+    """
+    start = reports.parse_instant(start_text, param="from")
+    end = reports.parse_instant(end_text, param="to")
     rows = await reports.usage_report(
         session, group_by=group_by, start=start, end=end, user_id=user_id
     )

@@ -174,4 +174,12 @@ async def delete_budget(session: AsyncSession, *, scope: str) -> None:
 
 async def budgets_of(session: AsyncSession, *, user_id: str) -> list[Budget]:
     """A user's own budget and its keys' budgets."""
-    return list((await session.exec(select(Budget).where(Budget.user_id == user_id))).all())
+    return await list_budgets(session, user_id=user_id)
+
+
+async def list_budgets(session: AsyncSession, *, user_id: str | None = None) -> list[Budget]:
+    """Every budget (or one user's and its keys'), by scope."""
+    query = select(Budget).order_by(col(Budget.scope))
+    if user_id is not None:
+        query = query.where(Budget.user_id == user_id)
+    return list((await session.exec(query)).all())

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from sqlalchemy import case, func
 from sqlalchemy import select as sa_select
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import utcnow
+from app.errors import InvalidParameter
+from app.keys.models import ApiKey, User
 from app.usage.budgets import (
     RELEASE,
     RESERVE,
@@ -32,9 +34,29 @@ from app.usage.models import MICROS
 GroupBy = Literal["user", "key", "model", "day"]
 
 
+def parse_instant(value: str | None, *, param: str) -> datetime | None:
+    """A report bound: a date is UTC midnight, a datetime without a zone is UTC; else 400."""
+    if value is None or value == "":
+        return None
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidParameter(
+            param, "expected a date (2026-11-01) or a datetime (2026-11-01T12:00:00Z)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 @dataclass(frozen=True)
 class UsageRow:
-    """Totals of one group: settled usage and cost, open reservations, counts by outcome."""
+    """Totals of one group: settled usage and cost, open reservations, counts by outcome.
+
+    `name` is the user's or the key's name when grouped by user or key (`user_name`: the key's
+    owner), so people can read a report without looking ids up.
+    """
 
     group: str
     currency: str | None
@@ -46,6 +68,8 @@ class UsageRow:
     cost_micros: int
     reserved_micros: int
     unpriced_tasks: int
+    name: str | None = field(default=None, kw_only=True)
+    user_name: str | None = field(default=None, kw_only=True)
 
     @property
     def cost(self) -> str:
@@ -106,7 +130,31 @@ async def usage_report(
         query = query.where(col(RESERVE.user_id) == user_id)
     # SQLModel types select() up to four columns; this is SQLAlchemy's, which it runs as well.
     rows = (await session.exec(query)).all()  # type: ignore[call-overload]
-    return [UsageRow(str(r[0]), r[1], *(int(v or 0) for v in r[2:])) for r in rows]
+    report = [UsageRow(str(r[0]), r[1], *(int(v or 0) for v in r[2:])) for r in rows]
+    return await _with_names(session, report, group_by=group_by)
+
+
+async def _with_names(
+    session: AsyncSession, rows: list[UsageRow], *, group_by: GroupBy
+) -> list[UsageRow]:
+    ids = [row.group for row in rows]
+    if group_by == "user" and ids:
+        users = await session.exec(select(User.id, User.name).where(col(User.id).in_(ids)))
+        names = dict(users.all())
+        return [replace(row, name=names.get(row.group)) for row in rows]
+    if group_by == "key" and ids:
+        keys = await session.exec(
+            select(ApiKey.id, ApiKey.name, ApiKey.prefix, User.name)
+            .join(User, col(User.id) == col(ApiKey.user_id))
+            .where(col(ApiKey.id).in_(ids))
+        )
+        found = {key_id: (name or prefix, owner) for key_id, name, prefix, owner in keys.all()}
+        labelled = []
+        for row in rows:
+            name, owner = found.get(row.group, (None, None))
+            labelled.append(replace(row, name=name, user_name=owner))
+        return labelled
+    return rows
 
 
 def to_csv(rows: list[UsageRow], *, group_by: GroupBy) -> str:
@@ -123,11 +171,13 @@ def to_csv(rows: list[UsageRow], *, group_by: GroupBy) -> str:
         "reserved_micros",
         "unpriced_tasks",
     ]
+    names = {"user": ["name"], "key": ["name", "user_name"]}.get(group_by, [])
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([group_by, "currency", *fields])
+    writer.writerow([group_by, *names, "currency", *fields])
     for row in rows:
         data = row.as_dict()
-        writer.writerow([row.group, row.currency or "", *(data[name] for name in fields)])
+        labels = [data[name] or "" for name in names]
+        writer.writerow([row.group, *labels, row.currency or "", *(data[name] for name in fields)])
     return out.getvalue()
 
 
