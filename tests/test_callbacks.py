@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from app.db import utcnow
 from app.lifespan import poller_for
 from app.simulator.state import SimulatorState
-from app.tasks.models import CallbackDelivery
+from app.tasks.models import CallbackDelivery, Task
 from tests.conftest import MASTER_KEY
 from tests.helpers import TASKS, body
 
@@ -218,3 +218,53 @@ async def test_polling_a_moving_task_with_a_callback_never_fails(
     poller = poller_for(gateway.app.state.resources)
     await poller.run_once()
     assert [p["status"] for p in receiver.received] == ["queued", "running", "succeeded"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://0177.0.0.1/",
+        "http://127.1/",
+        "http://2130706433/",
+        "http://example.com:99999/",
+        "http://example.com:0/",
+        "http://user:pw@example.com/",
+        "ftp://example.com/",
+        "http://exa mple.com/",
+        "http://example.com/\x00",
+        "http://[::1/",
+        "http://-bad-.example/",
+    ],
+)
+async def test_undeliverable_callback_urls_are_refused_at_create(gateway, url: str) -> None:
+    client = await gateway.user_client("alice")
+    answer = await client.post(TASKS, json=body(callback_url=url))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "callback_url"
+    async with gateway.app.state.resources.sessionmaker() as session:
+        assert (await session.exec(select(Task))).all() == []
+
+
+async def test_one_bad_callback_url_blocks_no_one_else(make_gateway, receiver: Receiver) -> None:
+    """A URL stored before URLs were checked fully fails alone; the others are delivered."""
+    gateway = await make_gateway(callbacks=receiver.transport())
+    client = await gateway.user_client("alice")
+    first = (await client.post(TASKS, json=body(callback_url=HOOK))).json()["id"]
+    second = (await client.post(TASKS, json=body(callback_url=HOOK))).json()["id"]
+    async with gateway.app.state.resources.sessionmaker() as session:
+        await session.exec(
+            update(CallbackDelivery)
+            .where(col(CallbackDelivery.task_id) == first)
+            .values(url="http://0177.0.0.1/")
+        )
+        await session.exec(
+            update(Task).where(col(Task.id) == first).values(callback_url="http://0177.0.0.1/")
+        )
+        await session.commit()
+    await poller_for(gateway.app.state.resources).run_once()
+    assert [(p["id"], p["status"]) for p in receiver.received] == [
+        (second, "queued"),
+        (second, "succeeded"),
+    ]
+    failed = [d for d in await _deliveries(gateway) if d.task_id == first]
+    assert failed and all(d.attempts == 1 and d.last_error for d in failed)

@@ -193,3 +193,72 @@ async def test_replicas_share_one_upstream_poll_budget(make_pg_gateway, simulato
     # 10/s each took about 1.5 s. (A slow machine only stretches the span.)
     span = max(upstream.retrieves) - min(upstream.retrieves)
     assert span >= 2.7, span
+
+
+async def test_ambiguous_unknown_creates_adopt_only_their_own_upstream_task(
+    make_gateway, simulator: FastAPI, sim_state: SimulatorState, sim_config
+) -> None:
+    """Two users create at the same moment, same model and prompt; the upstream answers 500
+    after creating each task. Each gets its own task, never the other's, and a task made on the
+    account outside the gateway is adopted by nobody."""
+    sim_config.queued_seconds, sim_config.running_seconds = 1.0, 0.5
+    gateway = await make_gateway()
+    users = {name: await gateway.user_client(name) for name in ("alice", "bob")}
+
+    async def create(name: str) -> int:
+        answer = await users[name].post(
+            TASKS, json=body("[sim:error-after-create] fox", safety_identifier=name)
+        )
+        return answer.status_code
+
+    assert await asyncio.gather(*(create(n) for n in ["alice", "bob"] * 3)) == [502] * 6
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=simulator), base_url="http://upstream.test"
+    ) as account:
+        outside = await account.post(
+            "/api/v3/contents/generations/tasks",
+            json=body("fox", safety_identifier="outsider"),
+            headers={"Authorization": f"Bearer {gateway.settings.upstream_key()}"},
+        )
+    assert outside.status_code == 200
+    poller = poller_for(gateway.app.state.resources)
+    await poller.run_once()  # while queued no seed is echoed: those wait, none is given up
+    assert "rejected" not in {t.status for t in await rows(gateway, Task)}
+    await asyncio.sleep(1.6)
+    async with gateway.app.state.resources.sessionmaker() as session:
+        await session.exec(update(Task).values(next_check_at=utcnow()))
+        await session.commit()
+    await poller.run_once()
+    tasks = await rows(gateway, Task)
+    assert {t.status for t in tasks} == {"succeeded"}
+    assert len({t.upstream_id for t in tasks}) == 6
+    assert outside.json()["id"] not in {t.upstream_id for t in tasks}
+    names = {t.user_id: set() for t in tasks}
+    for task in tasks:
+        names[task.user_id].add(sim_state.tasks[task.upstream_id].body["safety_identifier"])
+    assert sorted(sorted(found) for found in names.values()) == [["alice"], ["bob"]]
+
+
+async def test_failed_creates_free_their_in_flight_places_within_seconds(
+    make_gateway, sim_config
+) -> None:
+    """Upstream 500s with nothing created: the unknown creates hold the key's places only until
+    the upstream's list shows that nothing landed."""
+    sim_config.create_error_rate = 1.0
+    gateway = await make_gateway(max_tasks_in_flight_per_key=5)
+    client = await gateway.user_client("alice")
+    assert [(await client.post(TASKS, json=body())).status_code for _ in range(6)] == [502] * 5 + [
+        429
+    ]
+    sim_config.create_error_rate = 0.0
+    poller = poller_for(gateway.app.state.resources)
+    await poller.run_once()
+    assert {t.status for t in await rows(gateway, Task)} == {"unknown"}  # too early to tell
+    async with gateway.app.state.resources.sessionmaker() as session:
+        await session.exec(
+            update(Task).values(created_at=utcnow() - timedelta(seconds=21), next_check_at=utcnow())
+        )
+        await session.commit()
+    await poller.run_once()
+    assert {t.status for t in await rows(gateway, Task)} == {"rejected"}
+    assert (await client.post(TASKS, json=body())).status_code == 200

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlmodel import col
 
+from app.db import utcnow
+from app.lifespan import poller_for
 from app.simulator.state import SimulatorState
 from app.tasks.models import Task
 from tests.conftest import Gateway
-from tests.helpers import MODEL, TASKS, body
+from tests.helpers import MODEL, TASKS, body, database_rows
 
 
 async def test_create_returns_gateway_id_not_upstream_id(
@@ -54,7 +58,10 @@ async def test_null_fields_are_absent_and_unknown_fields_pass_through(
     response = await client.post(TASKS, json=sdk_style)
     assert response.status_code == 200, response.text
     (sent,) = [task.body for task in sim_state.tasks.values()]
-    assert "seed" not in sent and "resolution" not in sent
+    assert "resolution" not in sent
+    # A seed left random is chosen by the gateway (it identifies the task if the create's
+    # outcome is ever unknown), within the upstream's range.
+    assert isinstance(sent["seed"], int) and 0 <= sent["seed"] < 2**31
     assert sent["future_field"] == {"x": 1}
 
 
@@ -191,8 +198,60 @@ async def test_idempotency_key_replays_the_same_task(
     client = await gateway.user_client("alice")
     headers = {"Idempotency-Key": "order-42"}
     first = (await client.post(TASKS, json=body(), headers=headers)).json()["id"]
-    second = (await client.post(TASKS, json=body(), headers=headers)).json()["id"]
+    sdk_style = {**body(), "seed": None, "ratio": None}  # the same request, with nulls
+    second = (await client.post(TASKS, json=sdk_style, headers=headers)).json()["id"]
     assert first == second
+    assert sim_state.calls["create"] == 1
+
+
+async def test_idempotency_key_with_another_body_is_422_and_writes_nothing(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    headers = {"Idempotency-Key": "order-43"}
+    assert (await client.post(TASKS, json=body("a fox"), headers=headers)).status_code == 200
+    before = await database_rows(gateway.app)
+    other = await client.post(TASKS, json=body("a cat"), headers=headers)
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "IdempotencyKeyReused"
+    assert other.headers["x-should-retry"] == "false"
+    assert await database_rows(gateway.app) == before
+    assert sim_state.calls["create"] == 1
+
+
+async def test_idempotency_keys_expire_after_24_hours(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    headers = {"Idempotency-Key": "daily-report"}
+    first = (await client.post(TASKS, json=body(), headers=headers)).json()["id"]
+    async with gateway.app.state.resources.sessionmaker() as session:
+        await session.exec(
+            update(Task)
+            .where(col(Task.id) == first)
+            .values(created_at=utcnow() - timedelta(hours=24, seconds=1))
+        )
+        await session.commit()
+    second = await client.post(TASKS, json=body("another day"), headers=headers)
+    assert second.status_code == 200 and second.json()["id"] != first
+    assert sim_state.calls["create"] == 2
+
+
+async def test_idempotency_key_after_an_unknown_outcome_says_pending_then_returns_the_task(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    client = await gateway.user_client("alice")
+    headers = {"Idempotency-Key": "order-44"}
+    request = body("[sim:error-after-create] fox")
+    assert (await client.post(TASKS, json=request, headers=headers)).status_code == 502
+    retry = await client.post(TASKS, json=request, headers=headers)
+    assert retry.status_code == 409
+    assert retry.json()["error"]["code"] == "IdempotencyKeyOutcomePending"
+    assert "new key" not in retry.json()["error"]["message"]
+    await poller_for(gateway.app.state.resources).run_once()  # adopts the upstream task
+    later = await client.post(TASKS, json=request, headers=headers)
+    assert later.status_code == 200
+    assert (await client.get(f"{TASKS}/{later.json()['id']}")).json()["status"] == "succeeded"
     assert sim_state.calls["create"] == 1
 
 

@@ -9,6 +9,7 @@ a terminal one that is not acknowledged with a 2xx within the timeout is sent 3 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -38,6 +39,7 @@ NOTIFIED = frozenset(
     }
 )
 RETRY_DELAY = timedelta(seconds=5)
+CONCURRENT_RECEIVERS = 8
 LEASE = timedelta(seconds=30)
 
 
@@ -80,17 +82,30 @@ def create_callback_client(
 async def deliver_due(
     *, sessionmaker: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, batch_size: int = 50
 ) -> int:
-    """Claim and send the deliveries that are due; returns how many were attempted."""
+    """Claim and send the deliveries that are due; returns how many were attempted.
+
+    Tasks are served side by side (a slow receiver holds up only its own task's callbacks);
+    each task's callbacks go in the order of its status changes.
+    """
     deliveries = await _claim(sessionmaker, batch_size)
+    by_task: dict[str, list[CallbackDelivery]] = {}
     for delivery in deliveries:
-        error = await _post(http, delivery)
-        async with sessionmaker() as session:
-            await session.exec(
-                update(CallbackDelivery)
-                .where(col(CallbackDelivery.id) == delivery.id)
-                .values(**_outcome(delivery, error))
-            )
-            await session.commit()
+        by_task.setdefault(delivery.task_id, []).append(delivery)
+    slots = asyncio.Semaphore(CONCURRENT_RECEIVERS)
+
+    async def send_in_order(queue: list[CallbackDelivery]) -> None:
+        async with slots:
+            for delivery in queue:
+                error = await _post(http, delivery)
+                async with sessionmaker() as session:
+                    await session.exec(
+                        update(CallbackDelivery)
+                        .where(col(CallbackDelivery.id) == delivery.id)
+                        .values(**_outcome(delivery, error))
+                    )
+                    await session.commit()
+
+    await asyncio.gather(*(send_in_order(queue) for queue in by_task.values()))
     return len(deliveries)
 
 
@@ -131,6 +146,9 @@ async def _post(http: httpx.AsyncClient, delivery: CallbackDelivery) -> str | No
         return f"{type(exc).__name__}: {exc}"
     except httpx.HTTPError as exc:
         return type(exc).__name__
+    except Exception as exc:  # whatever one URL does, it is that delivery's failure, no one else's
+        logger.warning("callback for task %s failed: %r", delivery.task_id, exc)
+        return f"{type(exc).__name__}: {exc}"[:255]
     return None if response.is_success else f"HTTP {response.status_code}"
 
 
@@ -148,6 +166,6 @@ def _outcome(delivery: CallbackDelivery, error: str | None) -> dict[str, Any]:
     )
     return {
         "attempts": attempts,
-        "last_error": error,
+        "last_error": error[:255],
         "next_attempt_at": now + RETRY_DELAY * 2 ** (attempts - 1),
     }

@@ -7,16 +7,26 @@ between the two leaves a task the poller reconciles, never an unrecorded upstrea
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.config import Settings
 from app.db import utcnow
-from app.errors import Conflict, GatewayError, InvalidParameter, NotFound, UpstreamRelayed
+from app.errors import (
+    Conflict,
+    GatewayError,
+    InvalidParameter,
+    NotFound,
+    ServiceUnavailable,
+    UnprocessableEntity,
+    UpstreamRelayed,
+)
 from app.ids import new_task_id
 from app.keys.service import AuthContext
 from app.limits.inflight import enforce_in_flight, lock_gateway
@@ -29,8 +39,16 @@ from app.upstream.client import UpstreamCallFailed, UpstreamTimedOut
 from app.usage.budgets import enforce_budgets, lock_user
 from app.usage.ledger import estimate_tokens, price_in_force, reserve_entry
 
-# A task still `submitting` this long after its insert lost its process; the poller takes over.
-SUBMIT_GRACE = timedelta(seconds=120)
+logger = logging.getLogger(__name__)
+
+# An Idempotency-Key is remembered this long (Stripe's rule), then it may be used again.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def _submit_grace(settings: Settings) -> timedelta:
+    """After this long a task still `submitting` lost its process (or its database write); the
+    poller then reconciles it. Longer than any upstream call may take."""
+    return timedelta(seconds=settings.upstream_timeout_seconds + 10)
 
 
 async def create_task(
@@ -44,7 +62,9 @@ async def create_task(
 ) -> dict[str, Any]:
     """Record the task and its reservation, then forward it upstream; returns `{"id": ...}`."""
     if idempotency_key is not None:
-        replay = await _idempotent_replay(session, auth=auth, idempotency_key=idempotency_key)
+        replay = await _idempotent_replay(
+            session, auth=auth, idempotency_key=idempotency_key, fingerprint=request.fingerprint
+        )
         if replay is not None:
             return replay
     body = dict(request.forward_body)
@@ -67,7 +87,9 @@ async def create_task(
         callback_url=request.callback_url,
         draft_task_id=draft_id,
         idempotency_key=idempotency_key,
-        next_check_at=utcnow() + SUBMIT_GRACE,
+        request_fingerprint=request.fingerprint,
+        seed=request.seed,
+        next_check_at=utcnow() + _submit_grace(resources.settings),
     )
     await _record(
         session, task=task, request=request, auth=auth, settings=resources.settings
@@ -126,27 +148,46 @@ async def _record(
 async def _submit(
     *, resources: Resources, task: Task, body: dict[str, Any], request_id: str
 ) -> dict[str, Any]:
-    async with resources.sessionmaker() as session:
-        try:
-            created = await resources.upstream.create_task(body, request_id=request_id)
-            upstream_id = created.get("id")
-            if not isinstance(upstream_id, str) or not upstream_id:
-                raise UpstreamCallFailed(
-                    "The upstream service sent no task id.", maybe_created=True
-                )
-        except (UpstreamRelayed, UpstreamCallFailed, UpstreamTimedOut) as exc:
-            await _record_failed_submit(session, task=task, error=exc)
-            raise
-        await transition(
-            session,
-            task=task,
-            to_status=TaskStatus.QUEUED,
-            values={
-                "upstream_id": upstream_id,
-                "next_check_at": utcnow(),  # due at once: the next poll cycle looks
-            },
-        )
-        await session.commit()
+    """Send the create and record its outcome.
+
+    From the moment the body may have reached the upstream, no answer may invite an SDK retry
+    (it could create a second task): a failure to record the outcome (the database went away)
+    is a 503 with `x-should-retry: false`, and the poller reconciles the task when the database
+    is back (it stays `submitting` until then).
+    """
+    try:
+        async with resources.sessionmaker() as session:
+            try:
+                created = await resources.upstream.create_task(body, request_id=request_id)
+                upstream_id = created.get("id")
+                if not isinstance(upstream_id, str) or not upstream_id:
+                    raise UpstreamCallFailed(
+                        "The upstream service sent no task id.", maybe_created=True
+                    )
+            except (UpstreamRelayed, UpstreamCallFailed, UpstreamTimedOut) as exc:
+                await _record_failed_submit(session, task=task, error=exc)
+                raise
+            await transition(
+                session,
+                task=task,
+                to_status=TaskStatus.QUEUED,
+                values={
+                    "upstream_id": upstream_id,
+                    "next_check_at": utcnow(),  # due at once: the next poll cycle looks
+                },
+            )
+            await session.commit()
+    except GatewayError:
+        raise
+    except Exception:
+        logger.exception("task %s: the create's outcome could not be recorded", task.id)
+        raise ServiceUnavailable(
+            "The task may have been created, but its outcome could not be recorded yet. Do not "
+            "resend it; retry with the same Idempotency-Key later to get its id.",
+            code="OutcomePending",
+            retry_after=30,
+            headers={"x-should-retry": "false"},
+        ) from None
     return {**created, "id": task.id}
 
 
@@ -173,8 +214,9 @@ async def _record_failed_submit(session: AsyncSession, *, task: Task, error: Gat
 
 
 async def _idempotent_replay(
-    session: AsyncSession, *, auth: AuthContext, idempotency_key: str
+    session: AsyncSession, *, auth: AuthContext, idempotency_key: str, fingerprint: str
 ) -> dict[str, Any] | None:
+    """The task an earlier create with this key made, or None to go ahead (Stripe's rules)."""
     existing = (
         await session.exec(
             select(Task).where(Task.key_id == auth.key_id, Task.idempotency_key == idempotency_key)
@@ -182,8 +224,28 @@ async def _idempotent_replay(
     ).first()
     if existing is None:
         return None
+    if existing.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+        # Expired: the old task lets go of the key in the transaction that records the new one.
+        await session.exec(
+            update(Task).where(col(Task.id) == existing.id).values(idempotency_key=None)
+        )
+        return None
+    if existing.request_fingerprint not in (None, fingerprint):
+        raise UnprocessableEntity(
+            "This Idempotency-Key was used with a different request body; use a new key.",
+            code="IdempotencyKeyReused",
+            param="Idempotency-Key",
+            headers={"x-should-retry": "false"},
+        )
     if existing.status in VISIBLE_STATUSES:
         return {"id": existing.id}
+    if existing.status == TaskStatus.UNKNOWN:
+        raise Conflict(
+            "The outcome of the request with this Idempotency-Key is not known yet; retry with "
+            "the same key later.",
+            code="IdempotencyKeyOutcomePending",
+            headers={"Retry-After": "10"},
+        )
     if existing.status == TaskStatus.SUBMITTING:
         raise Conflict(
             "Another request with this Idempotency-Key is in progress.", code="IdempotencyKeyInUse"

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
@@ -89,6 +89,12 @@ class Task(SQLModel, table=True):
     callback_url: str | None = Field(default=None, max_length=2048)
     draft_task_id: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, max_length=255)
+    # SHA-256 of the create body as sent (nulls dropped, keys sorted): an Idempotency-Key reused
+    # with another body is refused.
+    request_fingerprint: str | None = Field(default=None, max_length=64)
+    # The seed sent upstream (the client's, or one the gateway chose): the evidence that
+    # identifies this request's upstream task when a create's outcome is unknown.
+    seed: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
     # Latest upstream task object (the retrieve body), with the upstream id in it.
     snapshot: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from app.errors import InvalidParameter, MissingParameter, ModelNotFound
+from app.tasks.callback_url import check_callback_url
 from app.tasks.catalog import RATIOS, ModelSpec, find_model
 from app.tasks.prompt import inline_commands, int_or_none
 from app.tasks.schemas import TaskCreate, strip_nulls
@@ -32,19 +35,38 @@ class CreateRequest:
     execution_expires_after: int
     callback_url: str | None
     draft_task_ref: str | None
+    fingerprint: str
+    seed: int
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or 400 InvalidParameter."""
+    """The body as a JSON object, or 400 InvalidParameter.
+
+    Standard JSON only: NaN and ±Infinity, numbers with thousands of digits and nesting deeper
+    than Python can parse are refused like any other malformed body.
+    """
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
         raise InvalidParameter("body", f"the request body is not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError:
         raise InvalidParameter("body", "the request body is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        reason = "too deeply nested" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidParameter("body", f"the request body is not valid JSON ({reason})") from None
     if not isinstance(body, dict):
         raise InvalidParameter("body", "the request body must be a JSON object")
     return body
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """SHA-256 of a body in a canonical form (keys sorted, nulls already dropped)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def validate_create(
@@ -65,6 +87,7 @@ def validate_create(
 
     forward = dict(body)
     forward.pop("callback_url", None)  # the gateway delivers callbacks itself, with its own ids
+    seed = _seed(request, forward)
     draft_ref = next((item.draft_task.id for item in request.content if item.draft_task), None)
     return CreateRequest(
         forward_body=forward,
@@ -76,9 +99,31 @@ def validate_create(
         duration=effective["duration"],
         frames=effective["frames"],
         execution_expires_after=request.execution_expires_after or 172800,
-        callback_url=request.callback_url,
+        callback_url=check_callback_url(request.callback_url),
         draft_task_ref=draft_ref,
+        fingerprint=fingerprint(body),
+        seed=seed,
     )
+
+
+# The upstream's seed range (BytePlus: [-1, 2147483647]); -1 asks for a random one.
+MAX_SEED = 2**31 - 1
+
+
+def _seed(request: TaskCreate, forward: dict[str, Any]) -> int:
+    """The seed the task will run with; the gateway picks it when the client left it random.
+
+    The upstream echoes the seed, so a seed of the gateway's choosing identifies this request's
+    upstream task when a create's outcome is unknown (see `reconcile`). A random seed picked
+    here is as random as the upstream's own.
+    """
+    if request.seed is not None and request.seed != -1:
+        return request.seed
+    inline = int_or_none(inline_commands(request.content).get("seed"))
+    if inline is not None and inline != -1:
+        return inline  # an inline `--seed` the body must not override
+    forward["seed"] = secrets.randbelow(MAX_SEED + 1)
+    return int(forward["seed"])
 
 
 def _as_ark_error(exc: ValidationError) -> InvalidParameter | MissingParameter:
