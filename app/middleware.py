@@ -9,12 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import unquote
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import InternalError, PayloadTooLarge, RequestTimeout, new_request_id
+from app.errors import (
+    InternalError,
+    InvalidParameter,
+    PayloadTooLarge,
+    RequestTimeout,
+    new_request_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,11 @@ class RequestContextMiddleware:
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         client_id = Headers(scope=scope).get(CLIENT_REQUEST_ID)
+        if _has_control_characters(scope):
+            # No id, name or filter has one; PostgreSQL refuses NUL in text outright.
+            refusal = InvalidParameter("url", "the path or query has control characters")
+            await refusal.to_response(request_id)(scope, receive, send)
+            return
 
         started = False
 
@@ -60,6 +72,12 @@ class RequestContextMiddleware:
                 raise  # too late for an answer: the server closes the connection
             error = InternalError("The service encountered an unexpected internal error.")
             await error.to_response(request_id)(scope, receive, send_with_ids)
+
+
+def _has_control_characters(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    query = unquote(scope.get("query_string", b"").decode("latin-1"))
+    return not (path.isprintable() and query.isprintable())
 
 
 class BodyLimitMiddleware:

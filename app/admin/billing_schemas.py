@@ -8,7 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from app.admin.schemas import PRINTABLE
 from app.usage.models import MICROS
+
+# Amounts are stored in 64-bit integer columns.
+Int64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class PriceCreate(BaseModel):
@@ -16,13 +20,13 @@ class PriceCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: Annotated[str, Field(min_length=1, max_length=128)]
+    model: Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     service_tier: Literal["default", "flex"] = "default"
-    currency: Annotated[str, Field(min_length=3, max_length=8)] = "USD"
+    currency: Annotated[str, Field(min_length=3, max_length=8, pattern=r"^[A-Za-z]+$")] = "USD"
     price_per_million_tokens: (
         Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)] | None
     ) = None
-    micros_per_million_tokens: Annotated[int, Field(ge=0)] | None = None
+    micros_per_million_tokens: Int64 | None = None
     effective_from: AwareDatetime | None = None
 
     @model_validator(mode="after")
@@ -59,8 +63,8 @@ class BudgetSet(BaseModel):
 
     period: Literal["daily", "monthly", "total"] = "monthly"
     limit: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)] | None = None
-    limit_micros: Annotated[int, Field(ge=0)] | None = None
-    limit_tokens: Annotated[int, Field(ge=0)] | None = None
+    limit_micros: Int64 | None = None
+    limit_tokens: Int64 | None = None
 
     def micros(self) -> int | None:
         """The cost limit in micro-units, if any."""

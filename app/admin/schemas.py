@@ -9,9 +9,12 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from app.limits.rates import parse_rate
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Names and ids are printable text: no control characters (PostgreSQL refuses NUL outright).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
 ModelIds = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=200)
+    list[Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]],
+    Field(max_length=200),
 ]
 
 
@@ -68,14 +71,14 @@ class UserPublic(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(max_length=200)] = ""
+    name: Annotated[str, Field(max_length=200, pattern=PRINTABLE)] = ""
     expires_at: AwareDatetime | None = None
 
 
 class KeyUpdate(LimitOverrides):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[str, Field(max_length=200, pattern=PRINTABLE)] | None = None
 
 
 class KeyPublic(BaseModel):
