@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+logger = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -95,10 +98,20 @@ async def release_connection(session: AsyncSession) -> None:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request, from the sessionmaker the lifespan created."""
+    """One session per request, from the sessionmaker the lifespan created.
+
+    It is closed after the answer is sent: a database that went away meanwhile fails only the
+    clean-up (the connection is discarded), never the answer already given.
+    """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.resources.sessionmaker
-    async with sessionmaker() as session:
+    session = sessionmaker()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except Exception as exc:  # the connection is gone; the pool replaces it
+            logger.info("closing a request's database session failed: %s", type(exc).__name__)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

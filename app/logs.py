@@ -29,7 +29,9 @@ class RedactSecrets(logging.Filter):
 def configure_logging(level: str, *, secrets: list[str]) -> None:
     """Root logging to stderr through the redaction filter; uvicorn's loggers propagate to it."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    )
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,6 +12,8 @@ from app.errors import AuthenticationFailed
 from app.keys.service import AuthContext, authenticate, touch_last_used
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
 from app.resources import ResourcesDep
+
+logger = logging.getLogger(__name__)
 
 
 def bearer_token(request: Request) -> str:
@@ -41,8 +44,11 @@ async def current_key(request: Request, resources: ResourcesDep) -> AsyncIterato
     # Only reached when the endpoint did not raise: rejected requests write nothing.
     resolution = resources.settings.key_last_used_resolution_seconds
     if resources.auth_cache.claim_touch(context.key_id, resolution=resolution):
-        async with resources.sessionmaker() as session:
-            await touch_last_used(session, key_id=context.key_id, resolution=resolution)
+        try:  # after the answer: bookkeeping that may fail without failing anything else
+            async with resources.sessionmaker() as session:
+                await touch_last_used(session, key_id=context.key_id, resolution=resolution)
+        except Exception as exc:
+            logger.info("recording key %s's last use failed: %s", context.key_id, exc)
 
 
 CurrentKey = Annotated[AuthContext, Depends(current_key)]

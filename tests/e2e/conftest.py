@@ -33,20 +33,21 @@ class Stack:
     gateways: list[Process] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env(
-            GATEWAY_UPSTREAM_API_KEY=MASTER_KEY,
-            GATEWAY_UPSTREAM_BASE_URL=f"{self.simulator.url}/api/v3",
-            GATEWAY_DATABASE_URL=self.database_url,
-            GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
-            GATEWAY_LOG_LEVEL="DEBUG",
-            GATEWAY_REFRESH_STALE_SECONDS="0",
-            **extra,
-        )
+        settings = {
+            "GATEWAY_UPSTREAM_API_KEY": MASTER_KEY,
+            "GATEWAY_UPSTREAM_BASE_URL": f"{self.simulator.url}/api/v3",
+            "GATEWAY_DATABASE_URL": self.database_url,
+            "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "GATEWAY_LOG_LEVEL": "DEBUG",
+            "GATEWAY_REFRESH_STALE_SECONDS": "0",
+        }
+        return clean_env(**{**settings, **extra})
 
-    def start_gateway(self, **extra: str) -> Process:
+    def start_gateway(self, *args: str, **extra: str) -> Process:
         port = free_port()
         log = self.tmp / f"gateway-{len(self.gateways)}.log"
-        process = start(["serve", "--port", str(port)], env=self.env(**extra), port=port, log=log)
+        command = ["serve", "--port", str(port), *args]
+        process = start(command, env=self.env(**extra), port=port, log=log)
         self.gateways.append(process)
         return process
 

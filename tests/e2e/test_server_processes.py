@@ -1,0 +1,136 @@
+"""What only a real server process shows: its workers' logging, slow and broken clients, huge
+headers, and a database that goes away or hangs."""
+
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.conftest import Stack
+from tests.e2e.processes import Process
+from tests.e2e.toggle_proxy import ToggleProxy
+
+pytestmark = pytest.mark.e2e
+TASKS = "/api/v3/contents/generations/tasks"
+CREATE = b'{"model":"seedance-1-0-pro-250528","content":[{"type":"text","text":"fox"}]}'
+
+
+def _raw(gateway: Process, data: bytes, *, then_wait: float = 5.0) -> bytes:
+    """Send `data` on a fresh connection and return what comes back within `then_wait` s."""
+    port = urlsplit(gateway.url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=then_wait) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+def _head(key: str, length: int) -> bytes:
+    return (
+        f"POST {TASKS} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_every_worker_logs_alike_and_redacts_secrets(stack: Stack) -> None:
+    gateway = stack.start_gateway("--workers", "2")
+    for _ in range(100):
+        if gateway.log.read_text().count("Application startup complete") == 2:
+            break
+        time.sleep(0.1)
+    with httpx.Client(base_url=gateway.url) as client:
+        for _ in range(40):  # new connections, so both workers answer some
+            assert client.get(f"/healthz?probe={ADMIN_TOKEN}", headers={"Connection": "close"})
+    time.sleep(0.5)
+    log = gateway.log.read_text()
+    access = [line for line in log.splitlines() if "uvicorn.access" in line and "probe=" in line]
+    assert len(access) == 40, log[-2000:]
+    assert len({line.split("[")[1].split("]")[0] for line in access}) == 2  # both workers
+    assert ADMIN_TOKEN not in log and all("probe=*** " in line for line in access)
+
+
+def test_slow_bodies_time_out_and_hold_no_database_connection(stack: Stack) -> None:
+    gateway = stack.start_gateway(
+        GATEWAY_BODY_READ_TIMEOUT_SECONDS="3", GATEWAY_DATABASE_POOL_SIZE="1"
+    )
+    key = stack.new_key(gateway, "slow-sender")
+    port = urlsplit(gateway.url).port
+    slow = []
+    for _ in range(8):  # more slow senders than the pool (1 + 1 overflow) has connections
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(_head(key, len(CREATE)) + CREATE[:10])
+        slow.append(sock)
+    started = time.monotonic()
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as client:
+        for _ in range(5):
+            assert client.get(TASKS).status_code == 200
+    assert time.monotonic() - started < 2  # nobody waited for the slow senders' connections
+    answers = []
+    for sock in slow:
+        sock.settimeout(6)
+        answers.append(sock.recv(65536))
+        sock.close()
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers[0][:200]
+
+
+def test_a_client_that_leaves_mid_body_is_one_quiet_line(stack: Stack) -> None:
+    gateway = stack.start_gateway()
+    key = stack.new_key(gateway, "leaver")
+    port = urlsplit(gateway.url).port
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(_head(key, len(CREATE)) + CREATE[:20])
+        time.sleep(0.3)
+    time.sleep(0.5)
+    log = gateway.log.read_text()
+    assert "client went away during POST" in log
+    assert "Traceback" not in log and " ERROR " not in log
+
+
+def test_huge_and_broken_headers_are_refused_without_a_500(stack: Stack) -> None:
+    gateway = stack.start_gateway()
+    huge = b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    assert _raw(gateway, huge).startswith(b"HTTP/1.1 431")
+    broken = b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-A: a\rb\r\n\r\n"
+    assert _raw(gateway, broken).startswith(b"HTTP/1.1 400")
+    with httpx.Client(base_url=gateway.url) as client:  # and the process still serves
+        assert client.get("/healthz").status_code == 200
+
+
+def test_database_outages_answer_503_promptly_and_recover(stack: Stack) -> None:
+    target = urlsplit(stack.database_url.replace("postgresql+asyncpg", "postgresql"))
+    proxy = ToggleProxy(target.port or 5432)
+    url = stack.database_url.replace(f":{target.port}/", f":{proxy.port}/")
+    gateway = stack.start_gateway(GATEWAY_DATABASE_URL=url, GATEWAY_DATABASE_TIMEOUT_SECONDS="2")
+    key = stack.new_key(gateway, "outage")
+    with httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ) as client:
+        assert client.get(TASKS).status_code == 200
+        proxy.cut()
+        for _ in range(3):
+            started = time.monotonic()
+            answer = client.get(TASKS)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "ServiceUnavailable"
+            assert int(answer.headers["retry-after"]) > 0
+            assert answer.headers.get("connection") != "close"
+            assert time.monotonic() - started < 5
+        proxy.restore()
+        time.sleep(0.5)
+        assert client.get(TASKS).status_code == 200  # no restart needed
+        with proxy.freeze():
+            started = time.monotonic()
+            assert client.get(TASKS).status_code == 503
+            assert time.monotonic() - started < 5
+        time.sleep(0.5)
+        recovered = [client.get(TASKS).status_code for _ in range(3)]
+        assert recovered[-1] == 200
