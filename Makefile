@@ -3,6 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SIM_PORT ?= 8001
 
 .PHONY: run test lint typecheck pytest services bootstrap bench clean
 
@@ -12,7 +13,7 @@ bootstrap:  ## install uv if missing, then the locked environment
 
 run: bootstrap  ## migrate, then serve (demo mode + simulator when GATEWAY_UPSTREAM_API_KEY is unset)
 	$(UV) run --frozen seedance-gateway migrate
-	$(UV) run --frozen seedance-gateway serve --host $(HOST) --port $(PORT)
+	GATEWAY_DEMO_SIMULATOR_PORT=$${GATEWAY_DEMO_SIMULATOR_PORT:-$(SIM_PORT)} $(UV) run --frozen seedance-gateway serve --host $(HOST) --port $(PORT)
 
 test: bootstrap services lint typecheck pytest  ## everything CI runs
 

@@ -34,6 +34,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         serve_gateway(settings, host=args.host, port=args.port, workers=args.workers)
         return
     settings = demo.demo_settings(settings)
+    demo.check_ports(args.host, args.port, settings.demo_simulator_port)
     key = asyncio.run(demo.create_demo_key(settings))
     print(demo.banner(settings, host=args.host, port=args.port, key=key), flush=True)
     asyncio.run(_serve_with_simulator(settings, host=args.host, port=args.port))

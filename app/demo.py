@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -19,6 +20,7 @@ from app.keys import service as keys
 from app.keys.models import User
 from app.simulator.app import create_simulator_app
 from app.simulator.state import SimConfig
+from app.tasks.states import expire_open_tasks
 
 DEMO_USER = "demo"
 
@@ -43,11 +45,33 @@ def demo_simulator(settings: Settings) -> FastAPI:
     )
 
 
+def check_ports(host: str, port: int, simulator_port: int) -> None:
+    """Exit with a clear message, before any banner, if a port demo mode needs is taken."""
+    for what, bind_host, number, setting in (
+        ("gateway", host, port, "PORT=…"),
+        ("simulator", "127.0.0.1", simulator_port, "SIM_PORT=… (GATEWAY_DEMO_SIMULATOR_PORT)"),
+    ):
+        with socket.socket() as probe:
+            # As the servers will: a port that only lingers after a restart is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((bind_host, number))
+            except OSError:
+                raise SystemExit(
+                    f"error: the {what} port {bind_host}:{number} is in use; "
+                    f"choose another with make run {setting}"
+                ) from None
+
+
 async def create_demo_key(settings: Settings) -> str:
-    """Make sure the demo user exists and issue it a new key; returns the plaintext."""
+    """Make sure the demo user exists and issue it a new key; returns the plaintext.
+
+    The previous run's open tasks are expired first: the new simulator never heard of them.
+    """
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
+            await expire_open_tasks(session, error_code="DemoSimulatorRestarted")
             user = (await session.exec(select(User).where(User.name == DEMO_USER))).first()
             if user is None:
                 user = await keys.create_user(session, name=DEMO_USER)

@@ -12,13 +12,13 @@ from typing import Any, Literal
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import utcnow
 from app.errors import GatewayError, UpstreamRelayed
 from app.tasks.callbacks import queue_callback
-from app.tasks.models import Task, TaskStatus
+from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
 from app.upstream.client import UpstreamClient
 from app.usage.ledger import record_outcome
 
@@ -105,6 +105,24 @@ async def apply_snapshot(session: AsyncSession, *, task: Task, snapshot: dict[st
     )
     await session.commit()
     return moved
+
+
+async def expire_open_tasks(session: AsyncSession, *, error_code: str) -> int:
+    """Expire every open task and release its reservation; returns how many.
+
+    For demo mode only: a restarted simulator forgets its tasks, so the previous run's open
+    tasks would otherwise be polled against nothing and hold their reservations for days.
+    """
+    open_tasks = (await session.exec(select(Task).where(col(Task.status).in_(OPEN_STATUSES)))).all()
+    for task in open_tasks:
+        await transition(
+            session,
+            task=task,
+            to_status=TaskStatus.EXPIRED,
+            values={"next_check_at": None, "error_code": error_code},
+        )
+    await session.commit()
+    return len(open_tasks)
 
 
 async def refresh_task(
