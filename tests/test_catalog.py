@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.config import Settings
@@ -20,7 +22,8 @@ from app.tasks.validation import validate_create
     ],
 )
 def test_tokens_match_observed_upstream_usage(model, resolution, ratio, seconds, tokens) -> None:
-    assert MODELS[model].tokens(resolution=resolution, ratio=ratio, seconds=seconds) == tokens
+    frames = MODELS[model].frame_count(duration=seconds, frames=None)
+    assert MODELS[model].tokens(resolution=resolution, ratio=ratio, frame_count=frames) == tokens
 
 
 def test_volcengine_ids_and_endpoint_aliases_resolve() -> None:
@@ -31,8 +34,6 @@ def test_volcengine_ids_and_endpoint_aliases_resolve() -> None:
 
 
 def _create(**fields) -> bytes:
-    import json
-
     base = {"model": "seedance-1-0-pro-250528", "content": [{"type": "text", "text": "fox"}]}
     return json.dumps({**base, **fields}).encode()
 
@@ -61,3 +62,45 @@ def test_placeholder_secrets_are_refused() -> None:
     with pytest.raises(ValueError, match="ADMIN_TOKEN"):
         Settings(_env_file=None, admin_token="short")  # type: ignore[call-arg]
     assert Settings(_env_file=None).demo_mode  # type: ignore[call-arg]
+
+
+def _grid():
+    for name, spec in sorted(MODELS.items()):
+        for resolution in spec.resolutions:
+            for ratio in ("16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"):
+                lengths = [{"duration": d} for d in {spec.min_duration, spec.max_duration}]
+                if spec.model_chooses_duration:
+                    lengths.append({"duration": -1})
+                if spec.frames:
+                    lengths += [{"frames": 29}, {"frames": 121}, {"frames": 289}]
+                for length in lengths:
+                    yield name, {"resolution": resolution, "ratio": ratio, **length}
+
+
+def test_reservations_agree_with_the_independent_simulator() -> None:
+    """The gateway's estimate against the simulator's own tables (written apart from the
+    catalog): equal where the request fixes the output, never below it where the upstream
+    chooses (adaptive ratio, duration -1)."""
+    from app.simulator import tables
+    from app.tasks.models import Task
+    from app.usage.ledger import estimate_tokens
+
+    checked = 0
+    for name, fields in _grid():
+        content = [{"type": "text", "text": "fox"}]
+        if fields["ratio"] == "adaptive":
+            content.append({"type": "image_url", "image_url": {"url": "https://x.test/a.png"}})
+        raw = json.dumps({"model": name, "content": content, **fields}).encode()
+        request = validate_create(raw, allowed_models=None, aliases={})
+        task = Task(
+            id="t", user_id="u", key_id="k", model=name, resolution=request.resolution,
+            ratio=request.ratio, duration=request.duration, frames=request.frames,
+        )  # fmt: skip
+        reserved = estimate_tokens(task, request.spec)
+        billed = tables.output_of(tables.MODELS[name], request.forward_body).tokens
+        if fields["ratio"] == "adaptive" or fields.get("duration") == -1:
+            assert billed <= reserved, (name, fields, billed, reserved)
+        else:
+            assert billed == reserved, (name, fields, billed, reserved)
+        checked += 1
+    assert checked > 300

@@ -9,15 +9,20 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.errors import new_request_id
 from app.simulator.state import SimConfig, SimulatorState, now, supported_model
 
 TASKS = "/api/v3/contents/generations/tasks"
+
+
+def new_request_id() -> str:
+    """An upstream-shaped request id: '021', a 13-digit ms timestamp, 37 hex digits."""
+    return f"021{int(time.time() * 1000):013d}{secrets.token_hex(19)[:37]}"
 _FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64
 
 

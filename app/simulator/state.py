@@ -9,14 +9,16 @@ in the background. Prompt markers force outcomes in tests and demos:
 from __future__ import annotations
 
 import random
+import string
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from app.ids import new_task_id, random_string
-from app.tasks.catalog import MODELS, RATIOS, ModelSpec
-from app.tasks.prompt import inline_commands, int_or_none
+from app.simulator.tables import MODELS, SimModel, output_of
+
+_UTC8 = timezone(timedelta(hours=8))
 
 _FAILURE = {
     "code": "OutputVideoSensitiveContentDetected.PolicyViolation",
@@ -56,7 +58,7 @@ class SimTask:
     """One upstream task and what it will become."""
 
     id: str
-    spec: ModelSpec
+    spec: SimModel
     body: dict[str, Any]
     created_at: float
     outcome: str  # succeeded | failed | expired
@@ -97,7 +99,7 @@ class SimulatorState:
             if not task.deleted and task.status(self.config, now) in ("queued", "running")
         )
 
-    def create(self, body: dict[str, Any], spec: ModelSpec, now: float) -> SimTask:
+    def create(self, body: dict[str, Any], spec: SimModel, now: float) -> SimTask:
         """Record a new task and decide its outcome."""
         prompt = " ".join(
             str(item.get("text", "")) for item in body.get("content", []) if isinstance(item, dict)
@@ -107,12 +109,16 @@ class SimulatorState:
             outcome = "failed"
         elif "[sim:expire]" in prompt:
             outcome = "expired"
-        task = SimTask(id=new_task_id(), spec=spec, body=body, created_at=now, outcome=outcome)
-        # Upstream ids carry a 5-character suffix.
-        task.id = task.id[: len("cgt-YYYYMMDDhhmmss-")] + random_string(5)
+        task = SimTask(id=self._new_id(now), spec=spec, body=body, created_at=now, outcome=outcome)
         self.tasks[task.id] = task
         self.peak_open = max(self.peak_open, self.open_tasks(now))
         return task
+
+    def _new_id(self, now: float) -> str:
+        """An upstream-shaped id: creation time in UTC+8 and a 5-character [a-z0-9] suffix."""
+        stamp = datetime.fromtimestamp(now, UTC).astimezone(_UTC8).strftime("%Y%m%d%H%M%S")
+        suffix = "".join(self.rng.choices(string.ascii_lowercase + string.digits, k=5))
+        return f"cgt-{stamp}-{suffix}"
 
     def view(self, task: SimTask, now: float) -> dict[str, Any]:
         """The task object as the upstream's retrieve returns it."""
@@ -129,26 +135,23 @@ class SimulatorState:
         }
         if status in ("queued", "running", "cancelled"):
             return view
-        resolution, ratio, duration, frames = _effective_output(task)
-        seconds = task.spec.seconds(duration=duration, frames=frames)
-        if duration == -1:
-            seconds = float(task.spec.min_duration + 1)  # the model's own choice
+        output = output_of(task.spec, body)
         seed = body.get("seed")
         view.update(
             {
                 "seed": 44457 if seed in (None, -1) else seed,
-                "resolution": resolution,
-                "ratio": ratio,
+                "resolution": output.resolution,
+                "ratio": output.ratio,
                 "framespersecond": 24,
                 "draft": bool(body.get("draft")),
             }
         )
-        if frames is not None:
-            view["frames"] = frames
+        if output.frames is not None:
+            view["frames"] = output.frames
         else:
-            view["duration"] = int(seconds)
+            view["duration"] = output.duration
         if status == "succeeded":
-            tokens = task.spec.tokens(resolution=resolution, ratio=ratio, seconds=seconds)
+            tokens = output.tokens
             view["content"] = {
                 "video_url": f"{self.config.public_base_url}/_sim/videos/{task.id}.mp4"
             }
@@ -173,24 +176,8 @@ class SimulatorState:
         return None if task is None or task.deleted else task
 
 
-def _effective_output(task: SimTask) -> tuple[str, str, int | None, int | None]:
-    """Resolution, ratio, duration and frames: body fields, else inline commands, else defaults."""
-    body, spec = task.body, task.spec
-    inline = inline_commands(body.get("content") or [])
-    resolution = body.get("resolution") or inline.get("resolution")
-    if resolution not in spec.resolutions:
-        resolution = spec.default_resolution
-    ratio = body.get("ratio") or inline.get("ratio")
-    ratio = ratio if ratio in RATIOS else "16:9"  # adaptive: the simulator picks 16:9
-    duration = body.get("duration")
-    duration = int_or_none(inline.get("duration")) if duration is None else duration
-    frames = body.get("frames")
-    frames = int_or_none(inline.get("frames")) if frames is None else frames
-    return resolution, ratio, duration, frames
-
-
-def supported_model(model: Any) -> ModelSpec | None:
-    """The simulator serves the models the catalog knows."""
+def supported_model(model: Any) -> SimModel | None:
+    """The models the simulator serves (its own table, not the gateway's catalog)."""
     return MODELS.get(model) if isinstance(model, str) else None
 
 

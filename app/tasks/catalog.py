@@ -69,18 +69,19 @@ class ModelSpec:
             return sizes[RATIOS.index(ratio)]
         return max(sizes, key=lambda wh: wh[0] * wh[1])
 
-    def seconds(self, *, duration: int | None, frames: int | None) -> float:
-        """Output length in seconds; `frames` wins over `duration`, and -1 counts as the maximum."""
+    def frame_count(self, *, duration: int | None, frames: int | None) -> int:
+        """Output frames: `frames` as asked (it wins over `duration`), else 24·d+1 for d seconds,
+        with -1 (the model chooses) counted as the longest."""
         if frames is not None:
-            return frames / FPS
+            return frames
         if duration is None:
             duration = self.default_duration
-        return float(self.max_duration if duration == -1 else duration)
+        return FPS * (self.max_duration if duration == -1 else duration) + 1
 
-    def tokens(self, *, resolution: str, ratio: str, seconds: float) -> int:
-        """Usage tokens by the upstream's rule W×H×(24·d+1)/1024."""
+    def tokens(self, *, resolution: str, ratio: str, frame_count: int) -> int:
+        """Usage tokens by the upstream's rule W×H×frames/1024, rounded down."""
         width, height = self.size(resolution, ratio)
-        return int(width * height * (FPS * seconds + 1) // 1024)
+        return width * height * frame_count // 1024
 
 
 def _v10(

@@ -29,11 +29,10 @@ def cost_micros(tokens: int, price: Price | None) -> int:
 
 def estimate_tokens(task: Task, spec: ModelSpec) -> int:
     """Reserved tokens: W×H×(24·d+1)/1024 from the effective resolution, ratio and length."""
-    seconds = spec.seconds(duration=task.duration, frames=task.frames)
     return spec.tokens(
         resolution=task.resolution or spec.default_resolution,
         ratio=task.ratio or "adaptive",
-        seconds=seconds,
+        frame_count=spec.frame_count(duration=task.duration, frames=task.frames),
     )
 
 
