@@ -12,11 +12,14 @@ from tests.e2e.processes import clean_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
-    env = clean_env(GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{db}")
+def run(
+    *args: str, db: Path | None, cwd: Path = ROOT, **env_extra: str
+) -> subprocess.CompletedProcess[str]:
+    settings = {"GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{db}"} if db else {}
+    env = clean_env(**settings, **env_extra)
     return subprocess.run(
         [sys.executable, "-m", "app", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -110,16 +113,7 @@ def test_limit_overrides(tmp_path: Path) -> None:
 def test_env_example_copied_verbatim_starts(tmp_path: Path) -> None:
     """`.env.example` says to copy it to `.env`: done as it says, the CLI runs in demo mode."""
     (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
-    env = {**clean_env(), "PYTHONPATH": str(ROOT)}
     for args in (["migrate"], ["users", "list"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "app", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run(*args, db=None, cwd=tmp_path, PYTHONPATH=str(ROOT))
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "gateway.db").exists()  # the example's SQLite file, beside the .env

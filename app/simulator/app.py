@@ -23,6 +23,8 @@ TASKS = "/api/v3/contents/generations/tasks"
 def new_request_id() -> str:
     """An upstream-shaped request id: '021', a 13-digit ms timestamp, 37 hex digits."""
     return f"021{int(time.time() * 1000):013d}{secrets.token_hex(19)[:37]}"
+
+
 _FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64
 
 
