@@ -43,7 +43,9 @@ class BenchStack:
 def bench_stack(database_url: str, workdir: Path, **settings: str) -> Iterator[BenchStack]:
     """Start a simulator (tasks finish at once) and a gateway on `database_url`; stop both after."""
     gw_port = free_port()
-    simulator = start_simulator(master_key=MASTER_KEY, log=workdir / "simulator.log")
+    simulator = start_simulator(
+        master_key=MASTER_KEY, log=workdir / "simulator.log", queued_seconds=0, running_seconds=0
+    )
     env = clean_env(
         **UNLIMITED,
         GATEWAY_UPSTREAM_API_KEY=MASTER_KEY,

@@ -57,7 +57,12 @@ async def _measure(
 
 async def run_upstream_client(workdir: Path, *, total: int, concurrency: int) -> dict[str, Any]:
     """Both transports on create and retrieve calls against one simulator process."""
-    simulator = start_simulator(master_key=MASTER_KEY, log=workdir / "simulator-client.log")
+    simulator = start_simulator(
+        master_key=MASTER_KEY,
+        log=workdir / "simulator-client.log",
+        queued_seconds=0,
+        running_seconds=0,
+    )
     base = f"{simulator.url}/api/v3"
     try:
         created = httpx.post(

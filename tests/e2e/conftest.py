@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY
 from tests.e2e.processes import (
+    QUEUED_SECONDS,
+    RUNNING_SECONDS,
     Process,
     clean_env,
     free_port,
@@ -54,8 +58,42 @@ class Stack:
     def sim(self, method: str, path: str, **kwargs: Any) -> Any:
         return httpx.request(method, self.simulator.url + path, **kwargs).json()
 
+    @contextmanager
+    def timings(self, **knobs: float) -> Iterator[None]:
+        """Change simulator knobs for a block; the default timings and no faults come back."""
+        self.sim("PATCH", "/_sim/config", json=knobs)
+        try:
+            yield
+        finally:
+            self.sim("PATCH", "/_sim/config", json=DEFAULT_KNOBS)
+
     def new_key(self, gateway: Process, name: str) -> str:
         return issue_key(gateway.url, admin_token=ADMIN_TOKEN, user_name=name)
+
+
+DEFAULT_KNOBS = {
+    "queued_seconds": QUEUED_SECONDS,
+    "running_seconds": RUNNING_SECONDS,
+    "rate_limit_rate": 0,
+    "create_error_rate": 0,
+    "failure_rate": 0,
+    "latency_seconds": 0,
+}
+TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
+
+
+def follow(read_status: Callable[[], str], timeout: float = 30) -> list[str]:
+    """Poll a task every 0.2 s until it ends; the statuses seen, in order, repeats dropped."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_status()
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status in TERMINAL:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"task still {seen[-1]} after {timeout} s")
 
 
 @pytest.fixture(scope="module")

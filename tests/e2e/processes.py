@@ -79,12 +79,24 @@ def clean_env(**settings: str) -> dict[str, str]:
     return {**base, **settings}
 
 
-def start_simulator(*, master_key: str, log: Path) -> Process:
-    """A simulator process on a free port whose tasks finish at once."""
+# Tasks queue and run for seconds, compressed but never instant, so that every client sees a
+# task while it stands still and while it moves.
+QUEUED_SECONDS = 1.0
+RUNNING_SECONDS = 2.0
+
+
+def start_simulator(
+    *,
+    master_key: str,
+    log: Path,
+    queued_seconds: float = QUEUED_SECONDS,
+    running_seconds: float = RUNNING_SECONDS,
+) -> Process:
+    """A simulator process on a free port (benchmarks pass 0 and 0 for tasks done at once)."""
     port = free_port()
-    instant = ["--queued-seconds", "0", "--running-seconds", "0"]
+    timings = ["--queued-seconds", str(queued_seconds), "--running-seconds", str(running_seconds)]
     return start(
-        ["simulate", "--port", str(port), "--api-key", master_key, *instant],
+        ["simulate", "--port", str(port), "--api-key", master_key, *timings],
         env=clean_env(),
         port=port,
         log=log,

@@ -31,7 +31,11 @@ async def ledger_rows(stack: Stack) -> list[tuple[str, str, int]]:
 
 
 async def test_hundred_retrieves_over_two_processes_settle_once(stack: Stack) -> None:
-    stack.sim("PATCH", "/_sim/config", json={"queued_seconds": 0, "running_seconds": 1.0})
+    with stack.timings(queued_seconds=0, running_seconds=1.0):
+        await hundred_retrieves_over_two_processes(stack)
+
+
+async def hundred_retrieves_over_two_processes(stack: Stack) -> None:
     first = stack.start_gateway(GATEWAY_POLL_INTERVAL_SECONDS="0.5")
     second = stack.start_gateway(GATEWAY_POLL_INTERVAL_SECONDS="0.5")
     headers = {"Authorization": f"Bearer {stack.new_key(first, 'race')}"}
@@ -56,11 +60,9 @@ async def test_hundred_retrieves_over_two_processes_settle_once(stack: Stack) ->
         ("reserve", 295_800),
         ("settle", 295_800),
     ]
-    stack.sim("PATCH", "/_sim/config", json={"running_seconds": 0})
 
 
 async def test_killed_gateway_tasks_are_settled_by_a_fresh_worker(stack: Stack) -> None:
-    stack.sim("PATCH", "/_sim/config", json={"queued_seconds": 1.0, "running_seconds": 1.0})
     doomed = stack.start_gateway(GATEWAY_POLLER_ENABLED="false")
     headers = {"Authorization": f"Bearer {stack.new_key(doomed, 'crash')}"}
     ids = [
@@ -101,4 +103,3 @@ async def test_killed_gateway_tasks_are_settled_by_a_fresh_worker(stack: Stack) 
     worker_log = Path(log.name).read_text()
     assert worker_log.count("poller started") == 1
     assert MASTER_KEY not in worker_log
-    stack.sim("PATCH", "/_sim/config", json={"queued_seconds": 0, "running_seconds": 0})

@@ -4,14 +4,17 @@ headers, and a database that goes away or hangs."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from volcenginesdkarkruntime import Ark
+from volcenginesdkarkruntime._exceptions import ArkAPIStatusError, ArkConflictError
 
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, follow
 from tests.e2e.processes import Process
 from tests.e2e.toggle_proxy import ToggleProxy
 
@@ -134,3 +137,47 @@ def test_database_outages_answer_503_promptly_and_recover(stack: Stack) -> None:
         time.sleep(0.5)
         recovered = [client.get(TASKS).status_code for _ in range(3)]
         assert recovered[-1] == 200
+
+
+def test_database_lost_after_the_upstream_created_stops_sdk_retries(stack: Stack) -> None:
+    """Upstream latency 3 s, the database gone at +1.2 s: one upstream task, found again."""
+    target = urlsplit(stack.database_url.replace("postgresql+asyncpg", "postgresql"))
+    proxy = ToggleProxy(target.port or 5432)
+    gateway = stack.start_gateway(
+        GATEWAY_DATABASE_URL=stack.database_url.replace(f":{target.port}/", f":{proxy.port}/"),
+        GATEWAY_DATABASE_TIMEOUT_SECONDS="2",
+        GATEWAY_UPSTREAM_TIMEOUT_SECONDS="4",
+        GATEWAY_POLL_INTERVAL_SECONDS="0.5",
+    )
+    sdk = Ark(base_url=f"{gateway.url}/api/v3", api_key=stack.new_key(gateway, "sdk-outage"))
+    key = {"Idempotency-Key": "outage-1"}
+    creates_before = stack.sim("GET", "/_sim/stats")["calls"].get("create", 0)
+    with stack.timings(latency_seconds=3):
+        threading.Timer(1.2, proxy.cut).start()
+        with pytest.raises(ArkAPIStatusError) as refused:
+            sdk.content_generation.tasks.create(
+                model="seedance-1-0-pro-250528",
+                content=[{"type": "text", "text": "fox in the outage"}],
+                extra_headers=key,
+            )
+    assert refused.value.status_code == 503
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert stack.sim("GET", "/_sim/stats")["calls"]["create"] == creates_before + 1  # no retry
+    proxy.restore()
+    deadline = time.monotonic() + 40
+    while True:  # the same key says "retry later" until the poller has reconciled the create
+        try:
+            task = sdk.content_generation.tasks.create(
+                model="seedance-1-0-pro-250528",
+                content=[{"type": "text", "text": "fox in the outage"}],
+                extra_headers=key,
+            )
+            break
+        except ArkConflictError as pending:
+            assert pending.code in ("IdempotencyKeyInUse", "IdempotencyKeyOutcomePending")
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    assert follow(lambda: sdk.content_generation.tasks.get(task_id=task.id).status)[-1] == (
+        "succeeded"
+    )
+    assert stack.sim("GET", "/_sim/stats")["calls"]["create"] == creates_before + 1
