@@ -268,3 +268,28 @@ async def test_one_bad_callback_url_blocks_no_one_else(make_gateway, receiver: R
     ]
     failed = [d for d in await _deliveries(gateway) if d.task_id == first]
     assert failed and all(d.attempts == 1 and d.last_error for d in failed)
+
+
+async def test_a_later_status_waits_while_an_earlier_one_is_out_with_another_replica(
+    make_gateway, receiver: Receiver
+) -> None:
+    gateway = await make_gateway(callbacks=receiver.transport())
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body(callback_url=HOOK))).json()["id"]
+    await client.get(f"{TASKS}/{task_id}")  # queued and succeeded are both due now
+    sessionmaker = gateway.app.state.resources.sessionmaker
+    async with sessionmaker() as session:  # another replica has claimed `queued` (its lease)
+        await session.exec(
+            update(CallbackDelivery)
+            .where(col(CallbackDelivery.status) == "queued")
+            .values(next_attempt_at=utcnow() + timedelta(seconds=30))
+        )
+        await session.commit()
+    poller = poller_for(gateway.app.state.resources)
+    await poller.run_once()
+    assert receiver.received == []  # `succeeded` did not overtake `queued`
+    async with sessionmaker() as session:  # that replica died; its lease runs out
+        await session.exec(update(CallbackDelivery).values(next_attempt_at=utcnow()))
+        await session.commit()
+    await poller.run_once()
+    assert [p["status"] for p in receiver.received] == ["queued", "succeeded"]

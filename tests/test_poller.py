@@ -262,3 +262,38 @@ async def test_failed_creates_free_their_in_flight_places_within_seconds(
     await poller.run_once()
     assert {t.status for t in await rows(gateway, Task)} == {"rejected"}
     assert (await client.post(TASKS, json=body())).status_code == 200
+
+
+async def test_unknown_create_beyond_the_list_scan_waits_instead_of_being_rejected(
+    gateway: Gateway, simulator: FastAPI, sim_state: SimulatorState, monkeypatch
+) -> None:
+    """Busy accounts list hundreds of newer tasks first: a create whose twin lies past what one
+    scan can read is never concluded lost; a deeper scan finds and adopts it."""
+    client = await gateway.user_client("alice")
+    assert (await client.post(TASKS, json=body("[sim:error-after-create] fox"))).status_code == 502
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=simulator), base_url="http://upstream.test"
+    ) as account:
+        for n in range(100):  # made on the account outside the gateway, all newer
+            await account.post(
+                "/api/v3/contents/generations/tasks",
+                json=body(f"other {n}"),
+                headers={"Authorization": f"Bearer {gateway.settings.upstream_key()}"},
+            )
+    (task,) = await rows(gateway, Task)
+    await set_task(gateway, task.id, created_at=utcnow() - timedelta(seconds=25))
+    for twin in sim_state.tasks.values():  # as old as the gateway's record, the others newer
+        twin.created_at -= 25 if twin.body["content"][0]["text"].endswith("] fox") else 0
+    poller = poller_for(gateway.app.state.resources)
+    monkeypatch.setattr("app.tasks.reconcile.MAX_PAGES", 1)
+    await set_task(gateway, task.id, next_check_at=utcnow())
+    await poller.run_once()
+    (task,) = await rows(gateway, Task)
+    assert task.status == "unknown"  # not seen, but not looked far enough back either
+    monkeypatch.setattr("app.tasks.reconcile.MAX_PAGES", 2)
+    await set_task(gateway, task.id, next_check_at=utcnow())
+    await poller.run_once()
+    (task,) = await rows(gateway, Task)
+    assert task.status == "succeeded" and sim_state.tasks[task.upstream_id].body["content"][0][
+        "text"
+    ].endswith("] fox")

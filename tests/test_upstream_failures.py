@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -124,3 +125,39 @@ async def test_retrieve_serves_last_known_state_when_upstream_fails(
     response = await client.get(f"{TASKS}/{task_id}")
     assert response.status_code == 200
     assert response.json()["status"] == "queued"
+
+
+class RefusesRetrieves(httpx.AsyncBaseTransport):
+    """The simulator, except that retrieves of one task answer 429 (the account's RPM spent)."""
+
+    def __init__(self, simulator: httpx.AsyncBaseTransport) -> None:
+        self.simulator = simulator
+        self.refuse = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.refuse and request.method == "GET" and "/tasks/" in request.url.path:
+            return httpx.Response(
+                429,
+                json={"error": {"code": "ModelAccountRpmRateLimitExceeded", "message": "slow"}},
+            )
+        return await self.simulator.handle_async_request(request)
+
+
+async def test_delete_without_a_fresh_state_sends_nothing_upstream(
+    make_gateway, simulator, sim_config, sim_state: SimulatorState
+) -> None:
+    """A task finished upstream while the gateway's copy still says queued: a DELETE sent then
+    would delete a billed video that the gateway would book as cancelled."""
+    sim_config.queued_seconds, sim_config.running_seconds = 0.2, 0.2
+    upstream = RefusesRetrieves(httpx.ASGITransport(app=simulator))
+    gateway = await make_gateway(transport=upstream)
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    await asyncio.sleep(0.6)  # succeeded upstream; nobody has looked
+    upstream.refuse = True
+    response = await client.delete(f"{TASKS}/{task_id}")
+    assert response.status_code == 429
+    assert sim_state.calls["delete"] == 0
+    upstream.refuse = False
+    task = (await client.get(f"{TASKS}/{task_id}")).json()
+    assert task["status"] == "succeeded" and task["usage"]["completion_tokens"] > 0

@@ -195,6 +195,10 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
             "peak_open": state.peak_open,
         }
 
+    @app.get("/_sim/tasks")
+    async def billing() -> list[dict[str, Any]]:
+        return state.billing(now())
+
     @app.patch("/_sim/config")
     async def update_config(request: Request) -> dict[str, Any]:
         config.update(await request.json())

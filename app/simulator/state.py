@@ -170,6 +170,23 @@ class SimulatorState:
             return task.created_at + self.config.queued_seconds
         return task.created_at + self.config.queued_seconds + self.config.running_seconds
 
+    def billing(self, now: float) -> list[dict[str, Any]]:
+        """Every task the account ever made and the tokens billed for it (succeeded ones only),
+        deleted tasks included: the oracle a test checks the gateway's ledger against."""
+        return [
+            {
+                "id": task.id,
+                "status": (status := task.status(self.config, now)),
+                "billed_tokens": output_of(task.spec, task.body).tokens
+                if status == "succeeded"
+                else 0,
+                "deleted": task.deleted,
+                "seed": task.body.get("seed"),
+                "created_at": task.created_at,
+            }
+            for task in self.tasks.values()
+        ]
+
     def find(self, task_id: str) -> SimTask | None:
         """A task the account can still see."""
         task = self.tasks.get(task_id)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -113,6 +114,20 @@ async def _claim(
     sessionmaker: async_sessionmaker[AsyncSession], batch_size: int
 ) -> list[CallbackDelivery]:
     now = utcnow()
+    # A task's later status waits while an earlier one is out with another replica (or waiting
+    # to be retried), so that receivers get each task's statuses in order.
+    earlier = aliased(CallbackDelivery)
+    earlier_out = (
+        select(earlier.id)
+        .where(
+            earlier.task_id == CallbackDelivery.task_id,
+            col(earlier.id) < col(CallbackDelivery.id),
+            col(earlier.delivered_at).is_(None),
+            col(earlier.attempts) < col(earlier.max_attempts),
+            col(earlier.next_attempt_at) > now,
+        )
+        .exists()
+    )
     async with sessionmaker() as session:
         due = list(
             (
@@ -122,6 +137,7 @@ async def _claim(
                         col(CallbackDelivery.delivered_at).is_(None),
                         col(CallbackDelivery.attempts) < col(CallbackDelivery.max_attempts),
                         col(CallbackDelivery.next_attempt_at) <= now,
+                        ~earlier_out,
                     )
                     .order_by(col(CallbackDelivery.id))
                     .limit(batch_size)

@@ -6,7 +6,7 @@ then refreshes them under the upstream query budget. The budget is the account's
 process's: on PostgreSQL one replica at a time runs a cycle (an advisory lock), so N replicas
 never poll at N times the rate; the others take over when it stops. Tasks whose create outcome
 is unknown are reconciled against the upstream list; tasks open long past their expiry are
-expired. Each cycle ends by delivering the client callbacks that are due.
+expired. Client callbacks that are due go out during the cycle, and those it queued at its end.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from app.errors import new_request_id
 from app.pacing import Pacer
 from app.tasks.callbacks import deliver_due
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
-from app.tasks.reconcile import reconcile_unknown
+from app.tasks.reconcile import reconcile_unknowns
 from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
 from app.upstream.client import UpstreamClient
 
@@ -96,15 +96,31 @@ class Poller:
     async def _cycle(self) -> int:
         task_ids = await self._claim()
         slots = asyncio.Semaphore(self.config.concurrency)
+        unknown: list[Task] = []
 
         async def check(task_id: str) -> None:
             async with slots:
                 try:
-                    await self._check(task_id)
+                    if (task := await self._check(task_id)) is not None:
+                        unknown.append(task)
                 except Exception:
                     logger.exception("poller: checking task %s failed", task_id)
 
-        await asyncio.gather(*(check(task_id) for task_id in task_ids))
+        async def check_all() -> None:
+            await asyncio.gather(*(check(task_id) for task_id in task_ids))
+            if unknown:
+                await reconcile_unknowns(
+                    self.sessionmaker,
+                    upstream=self.upstream,
+                    tasks=unknown,
+                    pace=self.list_pacer.wait,
+                )
+
+        # Callbacks due go out alongside, so a long list scan never holds them back; then those
+        # this cycle's changes queued.
+        await asyncio.gather(
+            check_all(), deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
+        )
         await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
         return len(task_ids)
 
@@ -127,20 +143,19 @@ class Poller:
             await session.commit()
         return task_ids
 
-    async def _check(self, task_id: str) -> None:
+    async def _check(self, task_id: str) -> Task | None:
+        """Refresh one claimed task; a create of unknown outcome is returned for reconciling."""
         async with self.sessionmaker() as session:
             task = await session.get(Task, task_id)
             if task is None or task.status not in OPEN_STATUSES:
-                return
+                return None
             if task.status == TaskStatus.SUBMITTING:
                 # Its process died between recording and sending: the outcome is unknown.
                 await transition(session, task=task, to_status=TaskStatus.UNKNOWN, values={})
                 await session.commit()
                 await session.refresh(task)
             if task.status == TaskStatus.UNKNOWN:
-                await self.list_pacer.wait()
-                await reconcile_unknown(session, upstream=self.upstream, task=task)
-                return
+                return task
         await self.pacer.wait()
         outcome = await refresh_task(
             sessionmaker=self.sessionmaker,
@@ -150,6 +165,7 @@ class Poller:
         )
         if outcome in ("failed", "missing"):
             await self._after_failed_refresh(task_id, missing=outcome == "missing")
+        return None
 
     async def _after_failed_refresh(self, task_id: str, *, missing: bool) -> None:
         async with self.sessionmaker() as session:

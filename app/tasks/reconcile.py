@@ -1,25 +1,30 @@
 """Reconciling creates of unknown outcome: find the task upstream, or conclude it never landed.
 
 A create answered by a 5xx or a timeout may exist upstream. The upstream list (newest first,
-filtered by model and tier) is searched for tasks created around the same time that no gateway
-task owns yet. One is adopted only on evidence that identifies the request: the upstream echoes
-the seed (one the gateway chose when the client left it random) and the expiry it was sent, so
-a candidate is ours only when what it echoes matches what was sent, seed included. Two users
+filtered by model and tier) is read once per poller cycle, back to the oldest unknown create of
+that model, and searched for tasks created around each one's time that no gateway task owns
+yet. One is adopted only on evidence that identifies the request: the upstream echoes the seed
+(one the gateway chose when the client left it random) and the expiry it was sent, so a
+candidate is ours only when what it echoes matches what was sent, seed included. Two users
 creating at the same moment, or a task made on the account outside the gateway, therefore never
 get each other's task; while candidates show no seed yet (queued and running tasks echo only a
 few fields), or two fit, the task waits. With no candidate at all once the list has had time to
-show it (`RESOLVE_AFTER`), the create never landed: rejected, and its reservation released. The
-unique upstream id keeps two replicas from adopting one task.
+show it (`RESOLVE_AFTER`), and the scan reached back past its time, the create never landed:
+rejected, and its reservation released. The unique upstream id keeps two replicas from adopting
+one task.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,18 +41,54 @@ LATEST = timedelta(seconds=120)
 # The upstream lists a task within seconds of creating it: a create this old that no list
 # shows never landed.
 RESOLVE_AFTER = timedelta(seconds=20)
-MAX_PAGES = 5
+PAGE_SIZE = 100
+# How far back one scan may read (2,000 tasks); tasks older than that wait for a later cycle.
+MAX_PAGES = 20
 
 
-async def reconcile_unknown(session: AsyncSession, *, upstream: UpstreamClient, task: Task) -> None:
-    """Adopt the upstream task this unknown create made, or conclude it never landed."""
-    try:
-        candidates = await _recent_upstream_tasks(upstream, task=task)
-    except GatewayError as exc:
-        logger.warning("task %s: reconciling failed, upstream list: %s", task.id, exc.code)
-        await _later(session, task=task)
-        return
-    free = await _unowned(session, candidates)
+@dataclass
+class ListScan:
+    """The upstream tasks of one model and tier, newest first, down to `reached` (unix seconds;
+    -inf when the whole list was read)."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    reached: float = float("inf")
+
+    def covers(self, task: Task) -> bool:
+        """Whether the scan went back far enough to have seen this task's upstream twin."""
+        return self.reached <= (task.created_at - EARLIEST).timestamp()
+
+
+async def reconcile_unknowns(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    upstream: UpstreamClient,
+    tasks: list[Task],
+    pace: Callable[[], Awaitable[None]],
+) -> None:
+    """Adopt the upstream task each unknown create made, or conclude it never landed.
+
+    One scan of the list per model and tier serves every unknown task of it, however many there
+    are; `pace` is awaited before each list call (the account allows about one per second).
+    """
+    groups: dict[tuple[str, str], list[Task]] = {}
+    for task in tasks:
+        groups.setdefault((task.model, task.service_tier), []).append(task)
+    for (model, tier), group in groups.items():
+        since = min(task.created_at for task in group) - EARLIEST
+        scan = await _scan(upstream, model=model, tier=tier, since=since.timestamp(), pace=pace)
+        for task in group:
+            async with sessionmaker() as session:
+                fresh = await session.get(Task, task.id)
+                if fresh is not None and fresh.status == TaskStatus.UNKNOWN:
+                    await _resolve(session, task=fresh, scan=scan)
+
+
+async def _resolve(session: AsyncSession, *, task: Task, scan: ListScan) -> None:
+    earliest = (task.created_at - EARLIEST).timestamp()
+    latest = (task.created_at + LATEST).timestamp()
+    around = [item for item in scan.items if earliest <= item["created_at"] <= latest]
+    free = await _unowned(session, around)
     fitting = [item for item in free if _may_be(task, item)]
     identified = [
         item for item in fitting if task.seed is not None and item.get("seed") == task.seed
@@ -61,7 +102,7 @@ async def reconcile_unknown(session: AsyncSession, *, upstream: UpstreamClient, 
             task.id,
             len(identified),
         )
-    elif not fitting and utcnow() - task.created_at > RESOLVE_AFTER:
+    elif not fitting and scan.covers(task) and utcnow() - task.created_at > RESOLVE_AFTER:
         await transition(
             session,
             task=task,
@@ -69,7 +110,13 @@ async def reconcile_unknown(session: AsyncSession, *, upstream: UpstreamClient, 
             values={"next_check_at": None, "error_code": "NotFoundUpstream"},
         )
         await session.commit()
-        logger.warning("task %s: create never reached the upstream; rejected and released", task.id)
+        logger.warning(
+            "task %s: create never reached the upstream (%d listed around its time, %d unowned, "
+            "none fitting); rejected and released",
+            task.id,
+            len(around),
+            len(free),
+        )
         return
     await _later(session, task=task)
 
@@ -112,25 +159,43 @@ async def _later(session: AsyncSession, *, task: Task) -> None:
     await session.commit()
 
 
-async def _recent_upstream_tasks(upstream: UpstreamClient, *, task: Task) -> list[dict[str, Any]]:
-    earliest = (task.created_at - EARLIEST).timestamp()
-    latest = (task.created_at + LATEST).timestamp()
-    found: list[dict[str, Any]] = []
+async def _scan(
+    upstream: UpstreamClient,
+    *,
+    model: str,
+    tier: str,
+    since: float,
+    pace: Callable[[], Awaitable[None]],
+) -> ListScan:
+    """Read the list newest first until `since`; a failed or capped scan covers what it read."""
+    scan = ListScan()
+    seen: set[str] = set()
     for page in range(1, MAX_PAGES + 1):
-        listing = await upstream.list_tasks(
-            [
-                ("page_num", page),
-                ("page_size", 100),
-                ("filter.model", task.model),
-                ("filter.service_tier", task.service_tier),
-            ],
-            request_id=new_request_id(),
-        )
+        await pace()
+        try:
+            listing = await upstream.list_tasks(
+                [
+                    ("page_num", page),
+                    ("page_size", PAGE_SIZE),
+                    ("filter.model", model),
+                    ("filter.service_tier", tier),
+                ],
+                request_id=new_request_id(),
+            )
+        except GatewayError as exc:
+            logger.warning("reconciling: upstream list page %d failed: %s", page, exc.code)
+            return scan
         items = [item for item in listing.get("items") or [] if _listed(item)]
-        found += [item for item in items if earliest <= item["created_at"] <= latest]
-        if not items or items[-1]["created_at"] < earliest:
-            break
-    return found
+        # Tasks created while paging push older ones down a page: the same task twice is one.
+        scan.items += [item for item in items if item["id"] not in seen]
+        seen |= {item["id"] for item in items}
+        if len(items) < PAGE_SIZE:
+            scan.reached = float("-inf")
+            return scan
+        scan.reached = items[-1]["created_at"]
+        if scan.reached < since:
+            return scan
+    return scan
 
 
 def _listed(item: Any) -> bool:

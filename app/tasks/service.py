@@ -114,13 +114,16 @@ async def delete_task(
     """Cancel a queued task upstream, hide a finished one, refuse (409) a running one."""
     task = await visible_task(session, auth=auth, task_id=task_id)
     if not TaskStatus(task.status).is_terminal:
-        # Our copy may be stale; what is allowed depends on the upstream's state now.
+        # Our copy may be stale, and what a DELETE does upstream depends on the state there now
+        # (a queued task is cancelled, a finished one is deleted, usage and all): without a
+        # fresh answer, nothing is sent and the client gets the upstream's error.
         await release_connection(session)
         await refresh_task(
             sessionmaker=resources.sessionmaker,
             upstream=resources.upstream,
             task_id=task.id,
             request_id=request_id,
+            confirm=True,
         )
         await session.refresh(task)
     if task.status == TaskStatus.RUNNING:

@@ -131,8 +131,10 @@ async def refresh_task(
     upstream: UpstreamClient,
     task_id: str,
     request_id: str,
+    confirm: bool = False,
 ) -> RefreshOutcome:
-    """Fetch one open task from upstream and store what it says; errors are logged, not raised."""
+    """Fetch one open task from upstream and store what it says; errors are logged, and raised
+    too when the caller must `confirm` the upstream's state before acting on it."""
     async with sessionmaker() as session:
         task = await session.get(Task, task_id)
         if task is None or task.upstream_id is None or TaskStatus(task.status).is_terminal:
@@ -143,9 +145,13 @@ async def refresh_task(
             logger.warning(
                 "task %s: upstream retrieve refused: HTTP %s %s", task.id, exc.status(), exc.code
             )
+            if confirm:
+                raise
             return "missing" if exc.status() == 404 else "failed"
         except GatewayError as exc:
             logger.warning("task %s: upstream retrieve failed: %s", task.id, exc.code)
+            if confirm:
+                raise
             return "failed"
         return (
             "updated"
