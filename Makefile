@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIM_PORT ?= 8001
 
-.PHONY: run test lint typecheck pytest services bootstrap bench clean
+.PHONY: run test lint typecheck pytest services bootstrap bench fuzz soak clean
 
 bootstrap:  ## install uv if missing, then the locked environment
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -29,6 +29,12 @@ typecheck:
 
 pytest:
 	$(UV) run --frozen pytest
+
+fuzz: bootstrap services  ## schemathesis, long: FUZZ_EXAMPLES cases per operation and phase
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} $(UV) run --frozen pytest -s tests/e2e/test_fuzz.py
+
+soak: bootstrap services  ## the soak test, long: SOAK_SECONDS of load
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(UV) run --frozen pytest -s tests/e2e/test_soak.py
 
 bench: bootstrap services  ## benchmarks (figures are ratios against a baseline run alongside)
 	$(UV) run --frozen python -m bench

@@ -111,7 +111,18 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
     hint = " ('default' restores the gateway default)"
     parser.add_argument("--create-rate", help="e.g. 30/minute" + hint)
     parser.add_argument("--read-rate", help="e.g. 600/minute" + hint)
-    parser.add_argument("--max-in-flight", help="tasks in flight at once" + hint)
+    parser.add_argument(
+        "--max-in-flight", type=_count_or_default, help="tasks in flight at once" + hint
+    )
+
+
+def _count_or_default(text: str) -> int | str:
+    if text == "default":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
 def _limit_changes(args: argparse.Namespace) -> dict[str, object]:

@@ -13,11 +13,13 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 
 from app.admin.billing_router import router as billing_router
 from app.admin.router import router as admin_router
@@ -34,6 +36,7 @@ from app.errors import (
 from app.health import router as health_router
 from app.lifespan import open_resources, running_poller
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware, request_id_of
+from app.openapi import gateway_openapi
 from app.tasks.router import router as tasks_router
 from app.usage.router import router as usage_router
 
@@ -71,6 +74,7 @@ def create_app(
     app.include_router(usage_router)
     app.include_router(health_router)
     _install_error_handlers(app)
+    app.openapi = lambda: gateway_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -90,6 +94,15 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+def _methods_at(request: Request) -> list[str]:
+    """Every method some route serves at this path (FastAPI makes one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
@@ -107,7 +120,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         error: GatewayError
         if exc.status_code == 405:
-            error = MethodNotAllowed(f"The method {request.method} is not allowed here.")
+            error = MethodNotAllowed(
+                f"The method {request.method} is not allowed here.",
+                headers={"Allow": ", ".join(_methods_at(request))},
+            )
         elif exc.status_code == 404:
             error = NotFound("The requested resource is not found.")
         elif exc.status_code == 413:

@@ -48,7 +48,9 @@ class RequestContextMiddleware:
         client_id = Headers(scope=scope).get(CLIENT_REQUEST_ID)
         if _has_control_characters(scope):
             # No id, name or filter has one; PostgreSQL refuses NUL in text outright.
-            refusal = InvalidParameter("url", "the path or query has control characters")
+            refusal = InvalidParameter(
+                "url", "the path or query has control or non-ASCII characters"
+            )
             await refusal.to_response(request_id)(scope, receive, send)
             return
 
@@ -75,9 +77,11 @@ class RequestContextMiddleware:
 
 
 def _has_control_characters(scope: Scope) -> bool:
+    """Paths and queries here hold ids, model names, enums and dates: printable ASCII only."""
     path: str = scope.get("path", "")
     query = unquote(scope.get("query_string", b"").decode("latin-1"))
-    return not (path.isprintable() and query.isprintable())
+    text = path + query
+    return not (text.isascii() and text.isprintable())
 
 
 class BodyLimitMiddleware:

@@ -85,7 +85,11 @@ async def delete_key_budget(key_id: str, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/usage", response_model=None)
+@router.get(
+    "/usage",
+    response_model=None,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 async def usage(
     session: SessionDep,
     group_by: Annotated[reports.GroupBy, Query()] = "user",

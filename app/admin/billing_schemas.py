@@ -2,32 +2,80 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    model_validator,
+)
 
-from app.admin.schemas import PRINTABLE
+from app.admin.schemas import PRINTABLE, Instant, whole
 from app.usage.models import MICROS
 
-# Amounts are stored in 64-bit integer columns.
-Int64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# Stored in 64-bit columns, and bounded to what every JSON parser keeps exact (2**53 - 1).
+Amount = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(whole)]
+
+
+_MONEY = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$"
+
+
+def _exact_amount(value: object) -> Decimal:
+    """An exact amount in currency units: a decimal string or a whole number (not a float)."""
+    value = whole(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+        return Decimal(value)
+    if isinstance(value, str) and re.fullmatch(_MONEY, value):
+        return Decimal(value)
+    raise ValueError(
+        'give an exact amount: a string such as "12.50" (up to 6 decimals), or a whole number'
+    )
+
+
+# Money in currency units; floats are refused, as they are not exact.
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_exact_amount),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 10**12 - 1},
+                {"type": "string", "pattern": _MONEY},
+            ]
+        }
+    ),
+]
+
+
+def _given_one_of(*names: str) -> list[JsonValue]:
+    """JSON Schema alternatives, one per field, each saying "this one is given, not null"."""
+    return [{"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in names]
 
 
 class PriceCreate(BaseModel):
     """A new price; give it per million tokens in currency units (exact decimal) or micro-units."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "oneOf": _given_one_of("price_per_million_tokens", "micros_per_million_tokens")
+        },
+    )
 
     model: Annotated[str, Field(min_length=1, max_length=128, pattern=PRINTABLE)]
     service_tier: Literal["default", "flex"] = "default"
     currency: Annotated[str, Field(min_length=3, max_length=8, pattern=r"^[A-Za-z]+$")] = "USD"
-    price_per_million_tokens: (
-        Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)] | None
-    ) = None
-    micros_per_million_tokens: Int64 | None = None
-    effective_from: AwareDatetime | None = None
+    price_per_million_tokens: Money | None = None
+    micros_per_million_tokens: Amount | None = None
+    effective_from: Instant | None = None
 
     @model_validator(mode="after")
     def _one_price(self) -> PriceCreate:
@@ -59,12 +107,16 @@ class PricePublic(BaseModel):
 class BudgetSet(BaseModel):
     """A budget: a cost limit (currency units or micro-units) and/or a token limit, per period."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"anyOf": _given_one_of("limit", "limit_micros", "limit_tokens")},
+    )
 
     period: Literal["daily", "monthly", "total"] = "monthly"
-    limit: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)] | None = None
-    limit_micros: Int64 | None = None
-    limit_tokens: Int64 | None = None
+    limit: Money | None = None
+    limit_micros: Amount | None = None
+    limit_tokens: Amount | None = None
 
     def micros(self) -> int | None:
         """The cost limit in micro-units, if any."""

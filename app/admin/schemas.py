@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.limits.rates import parse_rate
 
@@ -27,12 +27,37 @@ def _valid_rate(value: str | None) -> str | None:
     return value
 
 
-Rate = Annotated[str, Field(max_length=64), AfterValidator(_valid_rate)]
-InFlight = Annotated[int, Field(ge=0, le=100_000)]
+# The published pattern is the documented form ("60/minute", "10/second;500/hour"); the
+# limiter's parser then decides.
+_ONE_RATE = r"(0|[1-9][0-9]{0,8})/([1-9][0-9]{0,3} )?(second|minute|hour|day)s?"
+Rate = Annotated[
+    str, Field(max_length=64, pattern=f"^{_ONE_RATE}(;{_ONE_RATE})*$"), AfterValidator(_valid_rate)
+]
+
+
+def whole(value: object) -> object:
+    """JSON Schema's integer includes 5.0; strict models would refuse it, so it becomes 5."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _text_only(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 datetime with a zone, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+InFlight = Annotated[int, Field(ge=0, le=100_000), BeforeValidator(whole)]
+# A zoned ISO 8601 text (strict models take no text for datetimes, and no numbers here).
+Instant = Annotated[AwareDatetime, BeforeValidator(_text_only), Field(strict=False)]
 
 
 class LimitOverrides(BaseModel):
     """Per-user or per-key overrides of the gateway's limits; null restores the default."""
+
+    # Strict: a JSON value of the wrong type is refused, not coerced ("5" is not 5).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     create_rate_limit: Rate | None = None
     read_rate_limit: Rate | None = None
@@ -40,15 +65,13 @@ class LimitOverrides(BaseModel):
 
 
 class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Name
     allowed_models: ModelIds | None = None
 
 
 class UserUpdate(LimitOverrides):
-    model_config = ConfigDict(extra="forbid")
-
     name: Name | None = None
     disabled: bool | None = None
     allowed_models: ModelIds | None = None
@@ -69,15 +92,13 @@ class UserPublic(BaseModel):
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Annotated[str, Field(max_length=200, pattern=PRINTABLE)] = ""
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
 
 
 class KeyUpdate(LimitOverrides):
-    model_config = ConfigDict(extra="forbid")
-
     name: Annotated[str, Field(max_length=200, pattern=PRINTABLE)] | None = None
 
 

@@ -173,7 +173,9 @@ async def delete_budget(session: AsyncSession, *, scope: str) -> None:
 
 
 async def budgets_of(session: AsyncSession, *, user_id: str) -> list[Budget]:
-    """A user's own budget and its keys' budgets."""
+    """A user's own budget and its keys' budgets; 404 for a user that does not exist."""
+    if await session.get(User, user_id) is None:
+        raise NotFound(f"The user {user_id} does not exist.", param="user_id")
     return await list_budgets(session, user_id=user_id)
 
 

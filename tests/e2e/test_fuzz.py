@@ -1,0 +1,94 @@
+"""Schemathesis against the gateway's own OpenAPI: every public and admin operation,
+authenticated, on PostgreSQL. Every check on: no 5xx, every answer as the schema says, schema-valid
+data accepted, invalid data refused (tests/fuzz/schemathesis.toml lists the few exceptions).
+
+`FUZZ_EXAMPLES` sets the cases per operation and phase (a minute's worth by default);
+`make fuzz` runs long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.conftest import Stack
+from tests.e2e.processes import ROOT
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = os.environ.get("FUZZ_EXAMPLES", "100")
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+def cases_per_operation(report_dir: Path) -> Counter[str]:
+    """How many cases each operation got, from schemathesis's NDJSON event stream."""
+    cases: Counter[str] = Counter()
+    for report in report_dir.glob("*.ndjson"):
+        for line in report.read_text().splitlines():
+            event = json.loads(line)
+            finished = event.get("ScenarioFinished")
+            if finished and finished["status"] != "skip":
+                recorder = finished["recorder"]
+                for case in recorder.get("cases", {}).values():
+                    value = case["value"]
+                    cases[f"{value['method']} {value['path']}"] += 1
+    return cases
+
+
+def test_every_operation_survives_schemathesis(stack: Stack, tmp_path: Path) -> None:
+    gateway = stack.start_gateway(
+        GATEWAY_CREATE_RATE_LIMIT="100000/minute",
+        GATEWAY_READ_RATE_LIMIT="100000/minute",
+        GATEWAY_AUTH_FAILURE_LIMIT="100000/minute",
+        GATEWAY_MAX_TASKS_IN_FLIGHT_PER_KEY="100000",
+        GATEWAY_MAX_TASKS_IN_FLIGHT_PER_USER="100000",
+        GATEWAY_MAX_TASKS_IN_FLIGHT_GLOBAL="100000",
+        GATEWAY_UPSTREAM_TIMEOUT_SECONDS="3",
+    )
+    operations = {
+        f"{method.upper()} {path}"
+        for path, methods in httpx.get(f"{gateway.url}/openapi.json").json()["paths"].items()
+        for method in methods
+    }
+    env = {
+        **os.environ,
+        "SGW_FUZZ_KEY": stack.new_key(gateway, "fuzz"),
+        "SGW_FUZZ_ADMIN": ADMIN_TOKEN,
+    }
+    run = subprocess.run(
+        [
+            str(SCHEMATHESIS),
+            "--no-color",
+            "--config-file",
+            str(ROOT / "tests" / "fuzz" / "schemathesis.toml"),
+            "run",
+            f"{gateway.url}/openapi.json",
+            "--max-examples",
+            EXAMPLES,
+            "--continue-on-failure",
+            "--report",
+            "ndjson",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    cases = cases_per_operation(tmp_path)
+    mine = {operation: cases[operation] for operation in sorted(operations)}
+    print("fuzz cases per operation:", mine, "all cases, undeclared methods too:", cases.total())
+    failures = run.stdout[run.stdout.find("FAILURES") :]
+    assert run.returncode == 0, failures[:8000]
+    assert operations <= set(cases), operations - set(cases)  # every operation was exercised
+    log = gateway.log.read_text()
+    assert "Traceback" not in log and " ERROR " not in log
