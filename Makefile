@@ -37,6 +37,7 @@ soak: bootstrap services  ## the soak test, long: SOAK_SECONDS of load
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(UV) run --frozen pytest -s tests/e2e/test_soak.py
 
 bench: bootstrap services  ## benchmarks (figures are ratios against a baseline run alongside)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(UV) run --frozen python -m bench
 
 clean:

@@ -69,7 +69,8 @@ def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping (a round trip per checkout): a connection the server dropped fails its
+        # request once (a 503), and the pool then discards every connection older than it.
         pool_timeout=timeout_seconds,
         connect_args={"timeout": timeout_seconds, "command_timeout": timeout_seconds},
     )

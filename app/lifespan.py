@@ -18,6 +18,7 @@ from app.limits.rates import RateLimiter
 from app.resources import Resources
 from app.tasks.callbacks import create_callback_client
 from app.tasks.poller import Poller, PollerConfig
+from app.ttl_cache import TtlCache
 from app.upstream.client import UpstreamClient, create_http_client
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ async def open_resources(
             upstream=UpstreamClient(http),
             callbacks=callbacks,
             auth_cache=AuthCache(settings.auth_cache_seconds),
+            # The same ≤ 1 s bound as keys: a deletion on another replica shows within it.
+            finished_tasks=TtlCache(settings.auth_cache_seconds),
             refreshes=Coalescer(),
             limiter=RateLimiter(
                 redis_url=settings.redis_url,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
@@ -15,6 +15,7 @@ from app.config import Settings
 from app.keys.service import AuthCache
 from app.limits.clients import Network
 from app.limits.rates import RateLimiter
+from app.ttl_cache import TtlCache
 from app.upstream.client import UpstreamClient
 
 
@@ -28,13 +29,16 @@ class Resources:
     upstream: UpstreamClient
     callbacks: httpx.AsyncClient
     auth_cache: AuthCache
+    # Finished tasks' answers by task id, with their owner: (user_id, task object).
+    finished_tasks: TtlCache[tuple[str, dict[str, Any]]]
     refreshes: Coalescer
     limiter: RateLimiter
     trusted_proxies: list[Network]
 
 
-def get_resources(request: Request) -> Resources:
-    """The resources the lifespan created for this app."""
+async def get_resources(request: Request) -> Resources:
+    """The resources the lifespan created for this app (async: a sync dependency would hop to
+    the thread pool on every request)."""
     resources: Resources = request.app.state.resources
     return resources
 

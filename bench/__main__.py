@@ -1,8 +1,9 @@
 """`python -m bench` (or `make bench`): run every benchmark and print its ratios.
 
 Each figure comes with its baseline from the same run: the simulator answering directly for the
-gateway's request path, httpx's default transport for the upstream client, slowapi for the rate
-limiter, the process's own start for its memory.
+gateway's request path, a bare FastAPI app answering from memory for CPU per request (wrk),
+httpx's default transport for the upstream client, slowapi for the rate limiter, the process's
+own start for its memory.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from bench.proxy import run_proxy
 from bench.ratelimit import run_ratelimit
 from bench.upstream_client import run_upstream_client
+from bench.wrk import run_wrk
 from tests.scratch_db import scratch_postgres
 
 REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "6379"))
@@ -49,6 +51,9 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
             report["proxy_postgres"] = await run_proxy(
                 pg_url, pg_dir, total=total, concurrency=concurrency
             )
+            report["wrk"] = await asyncio.to_thread(
+                run_wrk, pg_url, pg_dir, redis_url=f"redis://127.0.0.1:{REDIS_PORT}/0"
+            )
         report["upstream_client"] = await run_upstream_client(
             Path(tmp), total=total, concurrency=concurrency
         )
@@ -64,6 +69,10 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
             f"{part['gateway_rss_mib_end']} MiB after {part['requests_served']} requests "
             f"(x{part['rss_growth_ratio']})"
         )
+    print_table(
+        "CPU per request under wrk (PostgreSQL, Redis): the floor is a bare FastAPI app",
+        report["wrk"],
+    )
     print_table(
         "Upstream client: httpx transport (baseline) vs httpx-aiohttp",
         report["upstream_client"]["rows"],
@@ -87,7 +96,7 @@ def _tables(report: dict[str, Any]) -> list[list[dict[str, Any]]]:
     tables = [
         report[name]["rows"] for name in ("proxy_sqlite", "proxy_postgres", "upstream_client")
     ]
-    return tables + [part["rows"] for part in report["ratelimit"].values()]
+    return [*tables, report["wrk"], *(part["rows"] for part in report["ratelimit"].values())]
 
 
 def cli() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
@@ -281,3 +282,34 @@ async def test_client_request_id_is_echoed(gateway: Gateway) -> None:
         TASKS, headers={"X-Client-Request-Id": "202611241445367MOlwToAb6FCoHLe1Z5Y"}
     )
     assert response.headers["x-client-request-id"] == "202611241445367MOlwToAb6FCoHLe1Z5Y"
+
+
+async def test_finished_tasks_are_served_from_memory_for_a_second_and_only_to_their_owner(
+    make_gateway, sim_state: SimulatorState
+) -> None:
+    first = await make_gateway(auth_cache_seconds=1.0)
+    second = await make_gateway(auth_cache_seconds=1.0)
+    alice_user = await first.create_user("alice")
+    alice_key = await first.create_key(alice_user["id"])
+    alice = [replica.as_user(alice_key) for replica in (first, second)]
+    bob = second.as_user(await second.create_key((await second.create_user("bob"))["id"]))
+    task_id = (await alice[0].post(TASKS, json=body())).json()["id"]
+    assert (await alice[1].get(f"{TASKS}/{task_id}")).json()["status"] == "succeeded"
+    # Deleted through the first replica; the second still answers from memory...
+    assert (await alice[0].delete(f"{TASKS}/{task_id}")).status_code == 200
+    assert (await alice[0].get(f"{TASKS}/{task_id}")).status_code == 404
+    assert (await alice[1].get(f"{TASKS}/{task_id}")).status_code == 200
+    assert (await bob.get(f"{TASKS}/{task_id}")).status_code == 404  # never to another user
+    # ...shows as deleted within the second the cache promises.
+    await asyncio.sleep(1.05)
+    assert (await alice[1].get(f"{TASKS}/{task_id}")).status_code == 404
+    assert sim_state.calls["get"] <= 1  # finished at once: at most the first refresh asked
+
+
+async def test_a_delete_drops_the_cached_answer_at_once(make_gateway) -> None:
+    gateway = await make_gateway(auth_cache_seconds=1.0)
+    client = await gateway.user_client("alice")
+    task_id = (await client.post(TASKS, json=body())).json()["id"]
+    assert (await client.get(f"{TASKS}/{task_id}")).status_code == 200
+    assert (await client.delete(f"{TASKS}/{task_id}")).status_code == 200
+    assert (await client.get(f"{TASKS}/{task_id}")).status_code == 404

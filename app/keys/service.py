@@ -16,6 +16,7 @@ from app.db import utcnow
 from app.errors import AuthenticationFailed, Conflict, InvalidParameter, NotFound
 from app.ids import new_secret_key
 from app.keys.models import ApiKey, User
+from app.ttl_cache import TtlCache
 
 PREFIX_CHARS = 12
 
@@ -49,23 +50,19 @@ class AuthCache:
 
     ttl_seconds: float
     max_entries: int = 10_000
-    _entries: dict[str, tuple[float, AuthContext]] = field(default_factory=dict)
+    _entries: TtlCache[AuthContext] = field(init=False)
     _touched: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._entries = TtlCache(self.ttl_seconds, self.max_entries)
 
     def get(self, key_hash: str) -> AuthContext | None:
         """The cached context, if still fresh."""
-        entry = self._entries.get(key_hash)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+        return self._entries.get(key_hash)
 
     def put(self, key_hash: str, context: AuthContext) -> None:
         """Remember a successful lookup for `ttl_seconds`."""
-        if self.ttl_seconds <= 0:
-            return
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[key_hash] = (time.monotonic() + self.ttl_seconds, context)
+        self._entries.put(key_hash, context)
 
     def claim_touch(self, key_id: str, *, resolution: float) -> bool:
         """True (and noted) if this process has not recorded `key_id`'s use in `resolution` s."""

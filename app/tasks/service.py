@@ -45,7 +45,17 @@ async def visible_task(session: AsyncSession, *, auth: AuthContext, task_id: str
 async def retrieve_task(
     *, session: AsyncSession, resources: Resources, auth: AuthContext, task_id: str, request_id: str
 ) -> dict[str, Any]:
-    """The task object; refreshed from upstream first when open and older than the window."""
+    """The task object; refreshed from upstream first when open and older than the window.
+
+    A finished task never changes but for its deletion, so its answer is kept for a second and
+    served without the database.
+    """
+    cached = resources.finished_tasks.get(task_id)
+    if cached is not None:
+        owner, view = cached
+        if owner != auth.user_id:
+            raise _not_found(task_id)
+        return view
     task = await visible_task(session, auth=auth, task_id=task_id)
     if _is_stale(task, resources.settings.refresh_stale_seconds):
         await release_connection(session)
@@ -56,7 +66,10 @@ async def retrieve_task(
                 "task %s: refresh failed; serving the stored copy", task.id, exc_info=True
             )
         await session.refresh(task)
-    return public_view(task)
+    view = public_view(task)
+    if TaskStatus(task.status).is_terminal:
+        resources.finished_tasks.put(task.id, (task.user_id, view))
+    return view
 
 
 def _is_stale(task: Task, window_seconds: float) -> bool:
@@ -137,6 +150,7 @@ async def delete_task(
     task.deleted_at = utcnow()
     session.add(task)
     await session.commit()
+    resources.finished_tasks.drop(task.id)
 
 
 async def _cancel_queued(

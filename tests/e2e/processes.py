@@ -58,11 +58,18 @@ class Process:
 
 
 def start(
-    args: list[str], *, env: dict[str, str], port: int, log: Path, health: str = "/healthz"
+    args: list[str],
+    *,
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    health: str = "/healthz",
+    module: str = "app",
 ) -> Process:
+    """Run `python -m module args…` (the gateway's CLI by default) until `health` answers."""
     handle = log.open("wb")
     popen = subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         stdout=handle,

@@ -194,6 +194,7 @@ async def test_realistic_mix_keeps_every_invariant(stack: Stack) -> None:
         if settled_of.get(by_upstream[item["id"]]["id"], 0) != item["billed_tokens"]
     ]
     assert not wrong, wrong
+    print("soak: tokens settled", settled.total(), "billed by the simulator", oracle.total())
     assert +settled == +oracle
     assert sum(oracle.values()) > 0
     kinds = Counter((row["task_id"], row["kind"]) for row in ledger)
