@@ -50,6 +50,11 @@ async def open_resources(
         allowed_networks=parse_networks(settings.callback_allowed_networks),
         transport=callback_transport,
     )
+    limiter = RateLimiter(
+        redis_url=settings.redis_url,
+        key_prefix=settings.redis_key_prefix,
+        timeout_seconds=settings.redis_timeout_seconds,
+    )
     try:
         yield Resources(
             settings=settings,
@@ -61,14 +66,11 @@ async def open_resources(
             # The same ≤ 1 s bound as keys: a deletion on another replica shows within it.
             finished_tasks=TtlCache(settings.auth_cache_seconds),
             refreshes=Coalescer(),
-            limiter=RateLimiter(
-                redis_url=settings.redis_url,
-                key_prefix=settings.redis_key_prefix,
-                timeout_seconds=settings.redis_timeout_seconds,
-            ),
+            limiter=limiter,
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )
     finally:
+        await limiter.close()
         await callbacks.aclose()
         await http.aclose()
         await engine.dispose()

@@ -1,10 +1,11 @@
-"""Request-rate limits on `limits.aio`: moving windows in Redis, or in this process without it.
+"""Request-rate limits: moving windows in Redis, or in this process without it.
 
 slowapi's checks are synchronous: with Redis they would block the event loop on every request
-(slowapi#130). The same `limits` library's async API does the counting here instead, with short
-Redis timeouts. A call that fails is counted in this process instead of failing the request;
-after `BREAKER_FAILURES` failures in a row, all counting stays in this process for
-`BREAKER_SECONDS` (logged, and shown by /readyz). One slow reply under load must not split the
+(slowapi#130). Here one Lua script (`redis_windows`) checks, counts and reports all of a rate's
+limits in one async round trip, with short Redis timeouts; `limits.aio` counts in this process.
+A call that fails is counted in this process instead of failing the request; after
+`BREAKER_FAILURES` failures in a row, all counting stays in this process for `BREAKER_SECONDS`
+(logged, and shown by /readyz). One slow reply under load must not split the
 shared counters, so a single timeout does not trip the breaker.
 
 With Redis, every hit it accepts is also counted in this process, and a hit this process's own
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from app.errors import TooManyRequests
+from app.limits.redis_windows import RedisWindows, WindowState
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class RateLimiter:
     key_prefix: str = "sgw"
     timeout_seconds: float = 1.0
     _memory: MovingWindowRateLimiter = field(init=False)
-    _redis: MovingWindowRateLimiter | None = field(init=False, default=None)
+    _redis: RedisWindows | None = field(init=False, default=None)
     _redis_down_until: float = field(init=False, default=0.0)
     _failures_in_a_row: int = field(init=False, default=0)
     _parsed: dict[str, list[RateLimitItem]] = field(init=False, default_factory=dict)
@@ -69,67 +71,80 @@ class RateLimiter:
     def __post_init__(self) -> None:
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         if self.redis_url:
-            storage = RedisStorage(
-                "async+" + self.redis_url,
-                implementation="redispy",
-                key_prefix=self.key_prefix,
-                socket_timeout=self.timeout_seconds,
-                socket_connect_timeout=self.timeout_seconds,
+            self._redis = RedisWindows(
+                self.redis_url, key_prefix=self.key_prefix, timeout_seconds=self.timeout_seconds
             )
-            self._redis = MovingWindowRateLimiter(storage)
 
     @property
     def backend(self) -> str:
         """Where counts live right now: `redis`, `memory`, or `memory (redis unavailable)`."""
         if self._redis is None:
             return "memory"
-        return (
-            "redis" if time.monotonic() >= self._redis_down_until else "memory (redis unavailable)"
-        )
+        return "redis" if self._redis_up() else "memory (redis unavailable)"
 
     async def hit(self, rate: str, name: str, *identifiers: str) -> RateDecision:
         """Count one request against every limit in `rate`; refused if any is exhausted."""
-        items = self._items(rate)
+        return await self._check(self._items(rate), name, identifiers, hit=True)
+
+    async def allow(self, rate: str, name: str, *identifiers: str) -> bool:
+        """Count one hit against every limit in `rate`; False if any is exhausted."""
+        return (await self.hit(rate, name, *identifiers)).allowed
+
+    async def is_exhausted(self, rate: str, name: str, *identifiers: str) -> RateDecision | None:
+        """The exhausted limit of `rate`, if any, without counting a hit."""
+        decision = await self._check(self._items(rate), name, identifiers, hit=False)
+        return None if decision.allowed else decision
+
+    async def close(self) -> None:
+        """Close the Redis connections, if any."""
+        if self._redis is not None:
+            await self._redis.close()
+
+    async def _check(
+        self, items: list[RateLimitItem], name: str, identifiers: tuple[str, ...], *, hit: bool
+    ) -> RateDecision:
+        if self._redis is not None and hit:
+            # This process's own count refuses what it has already used, whatever Redis says.
+            for item in items:
+                if not await self._memory.test(item, name, *identifiers):
+                    return await self._memory_decision(item, name, identifiers, allowed=False)
+        if self._redis is not None and self._redis_up():
+            try:
+                allowed, states = await self._redis.run(items, name, identifiers, hit=hit)
+            except Exception as exc:  # any storage failure: count locally, never fail the request
+                self._record_failure(exc)
+            else:
+                self._failures_in_a_row = 0
+                if allowed and hit:
+                    for item in items:
+                        await self._memory.hit(item, name, *identifiers)
+                return _decision(items, states, name, allowed=allowed)
+        return await self._in_memory(items, name, identifiers, hit=hit)
+
+    async def _in_memory(
+        self, items: list[RateLimitItem], name: str, identifiers: tuple[str, ...], *, hit: bool
+    ) -> RateDecision:
         decisions = []
         for item in items:
-            allowed = await self._hit(item, name, identifiers)
-            decisions.append(await self._decision(item, name, identifiers, allowed=allowed))
+            count = self._memory.hit if hit else self._memory.test
+            allowed = await count(item, name, *identifiers)
+            decisions.append(await self._memory_decision(item, name, identifiers, allowed=allowed))
             if not allowed:
                 return decisions[-1]
         return min(decisions, key=lambda d: d.remaining)
 
-    async def allow(self, rate: str, name: str, *identifiers: str) -> bool:
-        """Count one hit against every limit in `rate`; False if any is exhausted (no stats)."""
-        for item in self._items(rate):
-            if not await self._hit(item, name, identifiers):
-                return False
-        return True
-
-    async def is_exhausted(self, rate: str, name: str, *identifiers: str) -> RateDecision | None:
-        """The exhausted limit of `rate`, if any, without counting a hit."""
-        for item in self._items(rate):
-            if not await self._run("test", item, name, *identifiers):
-                return await self._decision(item, name, identifiers, allowed=False)
-        return None
-
-    async def _hit(self, item: RateLimitItem, name: str, identifiers: tuple[str, ...]) -> bool:
-        shadowed = self._redis is not None
-        if shadowed and not await self._memory.test(item, name, *identifiers):
-            return False
-        allowed, counted_in_redis = await self._run_where("hit", item, name, *identifiers)
-        if allowed and shadowed and counted_in_redis:
-            await self._memory.hit(item, name, *identifiers)
-        return bool(allowed)
+    def _redis_up(self) -> bool:
+        return time.monotonic() >= self._redis_down_until
 
     def _items(self, rate: str) -> list[RateLimitItem]:
         if rate not in self._parsed:
             self._parsed[rate] = parse_rate(rate)
         return self._parsed[rate]
 
-    async def _decision(
+    async def _memory_decision(
         self, item: RateLimitItem, name: str, identifiers: tuple[str, ...], *, allowed: bool
     ) -> RateDecision:
-        stats = await self._run("get_window_stats", item, name, *identifiers)
+        stats = await self._memory.get_window_stats(item, name, *identifiers)
         return RateDecision(
             allowed=allowed,
             name=name,
@@ -138,22 +153,6 @@ class RateLimiter:
             remaining=max(0, stats.remaining),
             reset_seconds=max(1, math.ceil(stats.reset_time - time.time())),
         )
-
-    async def _run(self, method: str, *args: Any) -> Any:
-        """`method` of the Redis limiter, or of the in-process one while Redis is out."""
-        return (await self._run_where(method, *args))[0]
-
-    async def _run_where(self, method: str, *args: Any) -> tuple[Any, bool]:
-        """`_run`'s result, and whether Redis gave it."""
-        if self._redis is not None and time.monotonic() >= self._redis_down_until:
-            try:
-                result = await getattr(self._redis, method)(*args)
-            except Exception as exc:  # any storage failure: count locally, never fail the request
-                self._record_failure(exc)
-            else:
-                self._failures_in_a_row = 0
-                return result, True
-        return await getattr(self._memory, method)(*args), False
 
     def _record_failure(self, exc: Exception) -> None:
         self.last_redis_error = f"{type(exc).__name__}: {exc}"[:200]
@@ -170,6 +169,25 @@ class RateLimiter:
             type(exc).__name__,
             BREAKER_SECONDS,
         )
+
+
+def _decision(
+    items: list[RateLimitItem], states: list[WindowState], name: str, *, allowed: bool
+) -> RateDecision:
+    """The decision to report: the limit that refused, or the one with the least room."""
+    now = time.time()
+    decisions = [
+        RateDecision(
+            allowed=allowed,
+            name=name,
+            limit=item.amount,
+            window_seconds=item.get_expiry(),
+            remaining=max(0, item.amount - state.count),
+            reset_seconds=max(1, math.ceil(state.reset_at - now)),
+        )
+        for item, state in zip(items, states, strict=True)
+    ]
+    return min(decisions, key=lambda d: d.remaining)
 
 
 def rate_headers(decision: RateDecision) -> dict[str, str]:
