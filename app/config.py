@@ -49,14 +49,14 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     poll_batch_size: int = Field(default=100, ge=1)
     poll_lease_seconds: float = Field(default=60.0, gt=0)
-    upstream_poll_qps: float = Field(default=10.0, gt=0)
+    upstream_poll_qps: float = Field(default=8.0, gt=0)
 
     # Limits. Rates use the `limits` notation ("60/minute", "10/second;500/hour"), per key, in a
     # moving window: in Redis when GATEWAY_REDIS_URL is set, else in this process only.
     create_rate_limit: str = "60/minute"
     read_rate_limit: str = "1200/minute"
     # Upstream refreshes that client retrieves may cause, for the whole account (shared through
-    # Redis when set). With the poller's budget it stays under the upstream's 20 retrieves/s;
+    # Redis when set). With the poller's 8/s it makes 18, under the upstream's 20 retrieves/s;
     # past it, a retrieve answers from the stored copy instead of calling upstream.
     upstream_refresh_rate: str = "10/second"
     max_tasks_in_flight_per_key: int = Field(default=20, ge=0)

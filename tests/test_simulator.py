@@ -64,7 +64,8 @@ async def test_delete_by_state(sim: httpx.AsyncClient, config: SimConfig) -> Non
     assert (await sim.get(f"{TASKS}/{done}")).status_code == 404
 
 
-async def test_list_filters_and_pages(sim: httpx.AsyncClient) -> None:
+async def test_list_filters_and_pages(sim: httpx.AsyncClient, config: SimConfig) -> None:
+    config.list_qps = 100  # three lists within a second here
     ids = [(await sim.post(TASKS, json=body())).json()["id"] for _ in range(3)]
     await sim.post(TASKS, json=body(service_tier="flex"))
     listed = (await sim.get(TASKS, params={"page_size": 2})).json()
@@ -74,6 +75,20 @@ async def test_list_filters_and_pages(sim: httpx.AsyncClient) -> None:
     ).json()
     assert {item["id"] for item in picked["items"]} == {ids[0], ids[2]}
     assert (await sim.get(TASKS, params={"filter.service_tier": "flex"})).json()["total"] == 1
+
+
+async def test_the_accounts_calls_per_second_are_enforced(
+    sim: httpx.AsyncClient, config: SimConfig
+) -> None:
+    task_id = (await sim.post(TASKS, json=body())).json()["id"]
+    gets = [(await sim.get(f"{TASKS}/{task_id}")).status_code for _ in range(config.get_qps + 1)]
+    assert gets == [200] * config.get_qps + [429]
+    assert [(await sim.get(TASKS)).status_code for _ in range(2)] == [200, 429]
+    refused = await sim.get(TASKS)
+    assert refused.json()["error"]["code"] == "AccountRateLimitExceeded"
+    assert refused.headers["retry-after"] == "1"
+    calls = (await sim.get("/_sim/stats")).json()["calls"]
+    assert (calls["get_refused"], calls["list_refused"]) == (1, 2)
 
 
 async def test_queue_limit_answers_quota_exceeded(

@@ -68,6 +68,14 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
                 kind="Unauthorized",
             )
         state.count(call)
+        if state.over_qps(call, time.monotonic()):
+            return _error(
+                429,
+                "AccountRateLimitExceeded",
+                f"The account's {call} requests per second limit is exceeded.",
+                kind="TooManyRequests",
+                headers={"Retry-After": "1"},
+            )
         if config.rate_limit_rate and state.rng.random() < config.rate_limit_rate:
             return _error(
                 429,

@@ -40,6 +40,10 @@ class SimConfig:
     latency_seconds: float = 0.0  # added to every answer
     hang_seconds: float = 30.0
     max_queued: int = 120  # the account's queue limit: beyond it, 429 QuotaExceeded
+    # The account's non-inference QPS (BytePlus): beyond it in any second, 429.
+    get_qps: int = 20
+    list_qps: int = 1
+    delete_qps: int = 20
     public_base_url: str = "http://127.0.0.1:8001"
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -87,9 +91,25 @@ class SimulatorState:
     peak_open: int = 0
     rng: random.Random = field(default_factory=random.Random)
 
+    recent: dict[str, list[float]] = field(default_factory=dict)
+
     def count(self, call: str) -> None:
         """Count one call by its name (`create`, `get`, `list`, `delete`, `unauthorized`...)."""
         self.calls[call] += 1
+
+    def over_qps(self, call: str, now: float) -> bool:
+        """Whether this call exceeds the account's per-second limit for its kind (and so is
+        refused, and counted under `<call>_refused`)."""
+        limit = getattr(self.config, f"{call}_qps", None)
+        if limit is None:
+            return False
+        window = [at for at in self.recent.get(call, []) if at > now - 1.0]
+        if len(window) >= limit:
+            self.recent[call] = window
+            self.calls[f"{call}_refused"] += 1
+            return True
+        self.recent[call] = [*window, now]
+        return False
 
     def open_tasks(self, now: float) -> int:
         """Tasks queued or running now (what the account's concurrency and queue limits see)."""

@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import release_connection, utcnow
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, TooManyRequests
 from app.keys.service import AuthContext
 from app.resources import Resources
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
@@ -131,6 +131,14 @@ async def delete_task(
         # (a queued task is cancelled, a finished one is deleted, usage and all): without a
         # fresh answer, nothing is sent and the client gets the upstream's error.
         await release_connection(session)
+        if not await resources.limiter.allow(
+            resources.settings.upstream_refresh_rate, "upstream-refresh", "account"
+        ):
+            raise TooManyRequests(
+                "The account's upstream retrieve budget is spent for this second; retry.",
+                retry_after=1,
+                code="RateLimitExceeded.UpstreamRetrieves",
+            )
         await refresh_task(
             sessionmaker=resources.sessionmaker,
             upstream=resources.upstream,

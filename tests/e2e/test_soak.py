@@ -163,6 +163,10 @@ async def test_realistic_mix_keeps_every_invariant(stack: Stack) -> None:
         "idempotent_creates": len(tally.idempotent),
     }
     print("soak:", summary)  # the figures for the issue note (pytest -s)
+    calls = stack.sim("GET", "/_sim/stats")["calls"]
+    print("soak: upstream calls", calls)
+    # Never over the account's budgets (20 retrieves, 1 list, 20 deletes a second), all replicas.
+    assert not {name: n for name, n in calls.items() if name.endswith("_refused")}
 
     assert tally.unexpected == []  # no 5xx but 502/504, nothing unshaped, no key's id changing
     assert tally.statuses[502] and tally.statuses[504] and tally.statuses[429]  # faults were felt
