@@ -85,13 +85,11 @@ class RedisWindows:
         for item in items:
             args += [item.amount, item.get_expiry()]
         reply = await self.script(keys=keys, args=args)
-        states = [
-            WindowState(count=int(reply[1 + 2 * i]), reset_at=float(reply[2 + 2 * i]))
-            for i in range(len(items))
-        ]
         return bool(reply[0]), [
-            WindowState(count=s.count, reset_at=s.reset_at + item.get_expiry())
-            for s, item in zip(states, items, strict=True)
+            WindowState(
+                count=int(reply[1 + 2 * i]), reset_at=float(reply[2 + 2 * i]) + item.get_expiry()
+            )
+            for i, item in enumerate(items)
         ]
 
     async def close(self) -> None:

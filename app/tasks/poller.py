@@ -100,33 +100,42 @@ class Poller:
     async def _cycle(self) -> int:
         task_ids = await self._claim()
         slots = asyncio.Semaphore(self.config.concurrency)
-        unknown: list[Task] = []
 
-        async def check(task_id: str) -> None:
+        async def look_at(task_id: str) -> Task | str | None:
+            async with slots:
+                return await self._look_at(task_id)
+
+        looked_at = await asyncio.gather(*(look_at(task_id) for task_id in task_ids))
+        unknown = [task for task in looked_at if isinstance(task, Task)]
+        to_refresh = [task_id for task_id in looked_at if isinstance(task_id, str)]
+
+        async def refresh(task_id: str) -> None:
             async with slots:
                 try:
-                    if (task := await self._check(task_id)) is not None:
-                        unknown.append(task)
+                    await self._refresh(task_id)
                 except Exception:
                     logger.exception("poller: checking task %s failed", task_id)
 
-        async def check_all() -> None:
-            await asyncio.gather(*(check(task_id) for task_id in task_ids))
-            if unknown:
-                await reconcile_unknowns(
-                    self.sessionmaker,
-                    upstream=self.upstream,
-                    tasks=unknown,
-                    pace=self.list_pacer.wait,
-                )
-
-        # Callbacks due go out alongside, so a long list scan never holds them back; then those
-        # this cycle's changes queued.
+        # Retrieves, the list scan for unknown creates and the callbacks due each have their own
+        # budget: they run side by side, so none waits for another. Then the callbacks that this
+        # cycle's changes queued.
         await asyncio.gather(
-            check_all(), deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
+            *(refresh(task_id) for task_id in to_refresh),
+            self._reconcile(unknown),
+            deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks),
         )
         await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
         return len(task_ids)
+
+    async def _reconcile(self, unknown: list[Task]) -> None:
+        if not unknown:
+            return
+        try:
+            await reconcile_unknowns(
+                self.sessionmaker, upstream=self.upstream, tasks=unknown, pace=self.list_pacer.wait
+            )
+        except Exception:
+            logger.exception("poller: reconciling %d unknown creates failed", len(unknown))
 
     async def _claim(self) -> list[str]:
         now = utcnow()
@@ -147,19 +156,25 @@ class Poller:
             await session.commit()
         return task_ids
 
-    async def _check(self, task_id: str) -> Task | None:
-        """Refresh one claimed task; a create of unknown outcome is returned for reconciling."""
-        async with self.sessionmaker() as session:
-            task = await session.get(Task, task_id)
-            if task is None or task.status not in OPEN_STATUSES:
-                return None
-            if task.status == TaskStatus.SUBMITTING:
-                # Its process died between recording and sending: the outcome is unknown.
-                await transition(session, task=task, to_status=TaskStatus.UNKNOWN, values={})
-                await session.commit()
-                await session.refresh(task)
-            if task.status == TaskStatus.UNKNOWN:
-                return task
+    async def _look_at(self, task_id: str) -> Task | str | None:
+        """A claimed task: itself if its create's outcome is unknown (to reconcile), its id if
+        it is to be refreshed, None if it is no longer open."""
+        try:
+            async with self.sessionmaker() as session:
+                task = await session.get(Task, task_id)
+                if task is None or task.status not in OPEN_STATUSES:
+                    return None
+                if task.status == TaskStatus.SUBMITTING:
+                    # Its process died between recording and sending: the outcome is unknown.
+                    await transition(session, task=task, to_status=TaskStatus.UNKNOWN, values={})
+                    await session.commit()
+                    await session.refresh(task)
+                return task if task.status == TaskStatus.UNKNOWN else task_id
+        except Exception:
+            logger.exception("poller: looking at task %s failed", task_id)
+            return None
+
+    async def _refresh(self, task_id: str) -> None:
         await self.pacer.wait()
         outcome = await refresh_task(
             sessionmaker=self.sessionmaker,
@@ -169,7 +184,6 @@ class Poller:
         )
         if outcome in ("failed", "missing"):
             await self._after_failed_refresh(task_id, missing=outcome == "missing")
-        return None
 
     async def _after_failed_refresh(self, task_id: str, *, missing: bool) -> None:
         async with self.sessionmaker() as session:

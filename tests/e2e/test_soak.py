@@ -95,7 +95,7 @@ async def fetch(stack: Stack, query: str) -> list[asyncpg.Record]:
         await connection.close()
 
 
-async def drain(stack: Stack, timeout: float = 120) -> None:
+async def drain(stack: Stack, timeout: float = 180) -> None:
     """Wait until no task is open and no callback is still to be sent."""
     open_ = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
     deadline = time.monotonic() + timeout
