@@ -18,8 +18,7 @@ import httpx
 from app.upstream.client import create_http_client
 from app.upstream.transport import upstream_transport
 from bench.load import drive
-from bench.stack import CREATE_BODY, MASTER_KEY, TASKS
-from tests.e2e.processes import start_simulator
+from bench.stack import CREATE_BODY, MASTER_KEY, TASKS, instant_simulator
 
 Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
@@ -57,12 +56,7 @@ async def _measure(
 
 async def run_upstream_client(workdir: Path, *, total: int, concurrency: int) -> dict[str, Any]:
     """Both transports on create and retrieve calls against one simulator process."""
-    simulator = start_simulator(
-        master_key=MASTER_KEY,
-        log=workdir / "simulator-client.log",
-        queued_seconds=0,
-        running_seconds=0,
-    )
+    simulator = instant_simulator(workdir / "simulator-client.log")
     base = f"{simulator.url}/api/v3"
     try:
         created = httpx.post(
