@@ -78,7 +78,9 @@ def bench_stack(database_url: str, workdir: Path, **settings: str) -> Iterator[B
         yield BenchStack(
             simulator=simulator,
             gateway=gateway,
-            key=issue_key(gateway.url, admin_token=ADMIN_TOKEN, user_name="bench"),
+            key=issue_key(
+                gateway.url, admin_token=ADMIN_TOKEN, user_name=f"bench-{secrets.token_hex(4)}"
+            ),
         )
     finally:
         if gateway is not None:
