@@ -46,7 +46,7 @@ class Settings(BaseSettings):
 
     # Background poller: settles tasks nobody polls, reconciles unknown creates, expires stale ones.
     poller_enabled: bool = True
-    poll_interval_seconds: float = Field(default=5.0, gt=0)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
     poll_batch_size: int = Field(default=100, ge=1)
     poll_lease_seconds: float = Field(default=60.0, gt=0)
     upstream_poll_qps: float = Field(default=8.0, gt=0)

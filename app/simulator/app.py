@@ -201,6 +201,7 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
             "tasks": len(state.tasks),
             "open": state.open_tasks(now()),
             "peak_open": state.peak_open,
+            "peak_per_second": dict(state.peak_per_second),
         }
 
     @app.get("/_sim/tasks")
@@ -216,6 +217,7 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
     async def reset() -> dict[str, str]:
         state.tasks.clear()
         state.calls.clear()
+        state.peak_per_second.clear()
         state.peak_open = 0
         return {"status": "reset"}
 

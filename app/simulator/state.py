@@ -39,6 +39,9 @@ class SimConfig:
     rate_limit_rate: float = 0.0  # share of requests answered 429
     latency_seconds: float = 0.0  # added to every answer
     hang_seconds: float = 30.0
+    # Each task queues and runs for the timings above times its own factor, drawn at create
+    # from [1 - jitter, 1 + jitter]: real tasks do not all move at the same moment.
+    timing_jitter: float = 0.0
     max_queued: int = 120  # the account's queue limit: beyond it, 429 QuotaExceeded
     # The account's non-inference QPS (BytePlus): beyond it in any second, 429.
     get_qps: int = 20
@@ -68,15 +71,23 @@ class SimTask:
     outcome: str  # succeeded | failed | expired
     cancelled_at: float | None = None
     deleted: bool = False
+    pace: float = 1.0  # this task's factor on the configured timings
+
+    def started_at(self, config: SimConfig) -> float:
+        """When it leaves `queued` (unless cancelled first)."""
+        return self.created_at + config.queued_seconds * self.pace
+
+    def finished_at(self, config: SimConfig) -> float:
+        """When it reaches its outcome (unless cancelled first)."""
+        return self.started_at(config) + config.running_seconds * self.pace
 
     def status(self, config: SimConfig, now: float) -> str:
         """The state this task is in at `now`."""
         if self.cancelled_at is not None:
             return "cancelled"
-        age = now - self.created_at
-        if age < config.queued_seconds:
+        if now < self.started_at(config):
             return "queued"
-        if age < config.queued_seconds + config.running_seconds:
+        if now < self.finished_at(config):
             return "running"
         return self.outcome
 
@@ -92,6 +103,8 @@ class SimulatorState:
     rng: random.Random = field(default_factory=random.Random)
 
     recent: dict[str, list[float]] = field(default_factory=dict)
+    # The most calls of each kind answered within any one second: what the account saw.
+    peak_per_second: Counter[str] = field(default_factory=Counter)
 
     def count(self, call: str) -> None:
         """Count one call by its name (`create`, `get`, `list`, `delete`, `unauthorized`...)."""
@@ -109,6 +122,7 @@ class SimulatorState:
             self.calls[f"{call}_refused"] += 1
             return True
         self.recent[call] = [*window, now]
+        self.peak_per_second[call] = max(self.peak_per_second[call], len(window) + 1)
         return False
 
     def open_tasks(self, now: float) -> int:
@@ -129,7 +143,15 @@ class SimulatorState:
             outcome = "failed"
         elif "[sim:expire]" in prompt:
             outcome = "expired"
-        task = SimTask(id=self._new_id(now), spec=spec, body=body, created_at=now, outcome=outcome)
+        jitter = self.config.timing_jitter
+        task = SimTask(
+            id=self._new_id(now),
+            spec=spec,
+            body=body,
+            created_at=now,
+            outcome=outcome,
+            pace=self.rng.uniform(1 - jitter, 1 + jitter) if jitter else 1.0,
+        )
         self.tasks[task.id] = task
         self.peak_open = max(self.peak_open, self.open_tasks(now))
         return task
@@ -187,8 +209,8 @@ class SimulatorState:
         if status == "queued":
             return task.created_at
         if status == "running":
-            return task.created_at + self.config.queued_seconds
-        return task.created_at + self.config.queued_seconds + self.config.running_seconds
+            return task.started_at(self.config)
+        return task.finished_at(self.config)
 
     def billing(self, now: float) -> list[dict[str, Any]]:
         """Every task the account ever made and the tokens billed for it (succeeded ones only),
@@ -203,6 +225,10 @@ class SimulatorState:
                 "deleted": task.deleted,
                 "seed": task.body.get("seed"),
                 "created_at": task.created_at,
+                # When it moved (unix seconds, exact): the oracle for how stale an answer was.
+                "started_at": task.started_at(self.config),
+                "finished_at": task.finished_at(self.config),
+                "cancelled_at": task.cancelled_at,
             }
             for task in self.tasks.values()
         ]

@@ -173,7 +173,9 @@ async def _submit(
                 to_status=TaskStatus.QUEUED,
                 values={
                     "upstream_id": upstream_id,
-                    "next_check_at": utcnow(),  # due at once: the next poll cycle looks
+                    # The answer is an observation (queued, now); the next poll cycle looks again.
+                    "refreshed_at": (now := utcnow()),
+                    "next_check_at": now,
                 },
             )
             await session.commit()

@@ -1,12 +1,15 @@
 """The poller: refreshes open tasks nobody polls, so every task settles even if never retrieved.
 
-Each cycle claims the open tasks that are due (`FOR UPDATE SKIP LOCKED` on PostgreSQL, and a
-lease: the claim pushes `next_check_at` forward, so replicas never work on the same task at once),
-then refreshes them under the upstream query budget. The budget is the account's, not a
-process's: on PostgreSQL one replica at a time runs a cycle (an advisory lock), so N replicas
-never poll at N times the rate; the others take over when it stops. Tasks whose create outcome
-is unknown are reconciled against the upstream list; tasks open long past their expiry are
-expired. Client callbacks that are due go out during the cycle, and those it queued at its end.
+Each cycle first observes every open task through the upstream list (`app.tasks.observe`: one
+call shows up to 150 tasks, so all are fresh within a cycle or two). It then claims the open
+tasks still due, the ones the list could not answer for (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL, and a lease: the claim pushes `next_check_at` forward, so replicas never work on the
+same task at once), and refreshes them under the upstream query budget. The budget is the
+account's, not a process's: on PostgreSQL one replica at a time runs a cycle (an advisory lock),
+so N replicas never poll at N times the rate; the others take over when it stops. Tasks whose
+create outcome is unknown are reconciled against the upstream list; tasks open long past their
+expiry are expired. Client callbacks that are due go out during the cycle, and those it queued
+at its end.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from app.errors import new_request_id
 from app.pacing import Pacer
 from app.tasks.callbacks import deliver_due
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
+from app.tasks.observe import observe_open_tasks
 from app.tasks.reconcile import reconcile_unknowns
 from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
 from app.upstream.client import UpstreamClient
@@ -79,16 +83,21 @@ class Poller:
             self.config.interval_seconds,
             self.config.upstream_qps,
         )
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            started = loop.time()
             try:
                 await self.run_once()
             except Exception:
                 logger.exception("poller cycle failed")
+            # Cycles start an interval apart (a cycle that took longer is followed at once).
+            pause = self.config.interval_seconds - (loop.time() - started)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.config.interval_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=max(pause, 0.01))
 
     async def run_once(self) -> int:
-        """One cycle, if no other replica is in one: returns how many tasks were checked."""
+        """One cycle, if no other replica is in one: returns how many tasks were checked (shown
+        by the list or claimed for a retrieve)."""
         async with exclusive_turn(self.engine, POLLER_TURN_LOCK) as my_turn:
             if not my_turn:
                 return 0
@@ -98,6 +107,7 @@ class Poller:
             return checked
 
     async def _cycle(self) -> int:
+        observed = await self._observe()
         task_ids = await self._claim()
         slots = asyncio.Semaphore(self.config.concurrency)
 
@@ -125,7 +135,16 @@ class Poller:
             deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks),
         )
         await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
-        return len(task_ids)
+        return observed + len(task_ids)
+
+    async def _observe(self) -> int:
+        try:
+            return await observe_open_tasks(
+                self.sessionmaker, upstream=self.upstream, pace=self.list_pacer.wait
+            )
+        except Exception:
+            logger.exception("poller: observing the open tasks failed")
+            return 0
 
     async def _reconcile(self, unknown: list[Task]) -> None:
         if not unknown:

@@ -78,6 +78,7 @@ DEFAULT_KNOBS = {
     "create_error_rate": 0,
     "failure_rate": 0,
     "latency_seconds": 0,
+    "timing_jitter": 0,
 }
 TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
 
