@@ -59,6 +59,7 @@ async def open_resources(
         yield Resources(
             settings=settings,
             engine=engine,
+            autocommit_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
             sessionmaker=create_sessionmaker(engine),
             upstream=UpstreamClient(http),
             callbacks=callbacks,

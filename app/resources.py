@@ -25,6 +25,8 @@ class Resources:
 
     settings: Settings
     engine: AsyncEngine
+    # The same pool, for reads that need no transaction (no BEGIN and ROLLBACK round trips).
+    autocommit_engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     upstream: UpstreamClient
     callbacks: httpx.AsyncClient

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from app.tasks.models import Task
+from app.tasks.repository import TaskRecord
 
 
-def public_view(task: Task) -> dict[str, Any]:
+def public_view(task: Task | TaskRecord) -> dict[str, Any]:
     """The upstream's task object with the gateway id; a minimal one before the first refresh."""
     if task.snapshot:
         view = dict(task.snapshot)

@@ -46,7 +46,7 @@ async def create_task(
 
 @router.get("")
 async def list_tasks(
-    session: SessionDep,
+    resources: ResourcesDep,
     auth: ReadCaller,
     page_num: Annotated[int, Query(ge=1, le=500)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 20,
@@ -67,16 +67,15 @@ async def list_tasks(
             "service_tier": service_tier or "default",
         }
     )
-    return await service.list_tasks(session=session, auth=auth, query=query)
+    return await service.list_tasks(resources=resources, auth=auth, query=query)
 
 
 @router.get("/{task_id}")
 async def retrieve_task(
-    request: Request, task_id: str, session: SessionDep, resources: ResourcesDep, auth: ReadCaller
+    request: Request, task_id: str, resources: ResourcesDep, auth: ReadCaller
 ) -> dict[str, Any]:
     """Retrieve one task."""
     return await service.retrieve_task(
-        session=session,
         resources=resources,
         auth=auth,
         task_id=task_id,

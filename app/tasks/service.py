@@ -6,16 +6,16 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import release_connection, utcnow
 from app.errors import Conflict, NotFound, TooManyRequests
 from app.keys.service import AuthContext
 from app.resources import Resources
+from app.tasks import repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
 from app.tasks.render import public_view
+from app.tasks.repository import TaskRecord
 from app.tasks.schemas import TaskListQuery
 from app.tasks.states import apply_snapshot, refresh_task
 
@@ -43,7 +43,7 @@ async def visible_task(session: AsyncSession, *, auth: AuthContext, task_id: str
 
 
 async def retrieve_task(
-    *, session: AsyncSession, resources: Resources, auth: AuthContext, task_id: str, request_id: str
+    *, resources: Resources, auth: AuthContext, task_id: str, request_id: str
 ) -> dict[str, Any]:
     """The task object; refreshed from upstream first when open and older than the window.
 
@@ -56,23 +56,35 @@ async def retrieve_task(
         if owner != auth.user_id:
             raise _not_found(task_id)
         return view
-    task = await visible_task(session, auth=auth, task_id=task_id)
+    task = await _visible_record(resources, auth=auth, task_id=task_id)
     if _is_stale(task, resources.settings.refresh_stale_seconds):
-        await release_connection(session)
         try:
             await _coalesced_refresh(resources=resources, task_id=task.id, request_id=request_id)
         except Exception:  # a refresh is a bonus: the stored copy is a valid answer
             logger.warning(
                 "task %s: refresh failed; serving the stored copy", task.id, exc_info=True
             )
-        await session.refresh(task)
+        task = await _visible_record(resources, auth=auth, task_id=task_id)
     view = public_view(task)
     if TaskStatus(task.status).is_terminal:
         resources.finished_tasks.put(task.id, (task.user_id, view))
     return view
 
 
-def _is_stale(task: Task, window_seconds: float) -> bool:
+async def _visible_record(resources: Resources, *, auth: AuthContext, task_id: str) -> TaskRecord:
+    record = (
+        await repository.visible_task(
+            resources.autocommit_engine, task_id=task_id, user_id=auth.user_id
+        )
+        if len(task_id) <= 64
+        else None
+    )
+    if record is None:
+        raise _not_found(task_id)
+    return record
+
+
+def _is_stale(task: Task | TaskRecord, window_seconds: float) -> bool:
     if TaskStatus(task.status).is_terminal:
         return False
     if task.refreshed_at is None:
@@ -97,28 +109,13 @@ async def _coalesced_refresh(*, resources: Resources, task_id: str, request_id: 
 
 
 async def list_tasks(
-    *, session: AsyncSession, auth: AuthContext, query: TaskListQuery
+    *, resources: Resources, auth: AuthContext, query: TaskListQuery
 ) -> dict[str, Any]:
     """The caller's user's tasks from the database, newest first, filtered and paged as upstream."""
-    conditions = [
-        col(Task.user_id) == auth.user_id,
-        col(Task.deleted_at).is_(None),
-        col(Task.service_tier) == query.service_tier,
-        col(Task.status).in_([query.status] if query.status else list(VISIBLE_STATUSES)),
-    ]
-    if query.model:
-        conditions.append(col(Task.model) == query.model)
-    if query.task_ids:
-        conditions.append(col(Task.id).in_(query.task_ids))
-    total = (await session.exec(select(func.count()).select_from(Task).where(*conditions))).one()
-    rows = await session.exec(
-        select(Task)
-        .where(*conditions)
-        .order_by(col(Task.created_at).desc(), col(Task.id).desc())
-        .offset((query.page_num - 1) * query.page_size)
-        .limit(query.page_size)
+    total, records = await repository.task_page(
+        resources.autocommit_engine, user_id=auth.user_id, query=query
     )
-    return {"total": total, "items": [public_view(task) for task in rows.all()]}
+    return {"total": total, "items": [public_view(record) for record in records]}
 
 
 async def delete_task(

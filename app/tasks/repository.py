@@ -1,0 +1,106 @@
+"""Task reads on the request hot paths: Core statements, one round trip each, no transaction.
+
+A retrieve or a list only reads, so it runs on an autocommit connection (no BEGIN, no ROLLBACK
+round trips) and selects the columns an answer needs into plain records (no ORM identity map).
+The list's page and its total come from one query (`count(*) OVER ()`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.tasks.models import VISIBLE_STATUSES, Task
+from app.tasks.schemas import TaskListQuery
+
+TASKS = Task.__table__  # type: ignore[attr-defined]
+# The statuses a client may see, as a constant SQL fragment (no list to expand per request).
+_VISIBLE = text(
+    "tasks.status IN (" + ", ".join(f"'{status}'" for status in sorted(VISIBLE_STATUSES)) + ")"
+)
+_RECORD_COLUMNS = (
+    TASKS.c.id,
+    TASKS.c.user_id,
+    TASKS.c.status,
+    TASKS.c.model,
+    TASKS.c.service_tier,
+    TASKS.c.execution_expires_after,
+    TASKS.c.draft_task_id,
+    TASKS.c.snapshot,
+    TASKS.c.created_at,
+    TASKS.c.updated_at,
+    TASKS.c.refreshed_at,
+)
+_VISIBLE_TASK = select(*_RECORD_COLUMNS).where(
+    TASKS.c.id == bindparam("task_id"),
+    TASKS.c.user_id == bindparam("user_id"),
+    TASKS.c.deleted_at.is_(None),
+    _VISIBLE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What an answer about a task needs of its row."""
+
+    id: str
+    user_id: str
+    status: str
+    model: str
+    service_tier: str
+    execution_expires_after: int
+    draft_task_id: str | None
+    snapshot: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    refreshed_at: datetime | None
+
+
+def _record(row: Sequence[Any]) -> TaskRecord:
+    return TaskRecord(*row[: len(_RECORD_COLUMNS)])
+
+
+async def visible_task(engine: AsyncEngine, *, task_id: str, user_id: str) -> TaskRecord | None:
+    """The user's task as a client may see it (not deleted, not internal), or None."""
+    async with engine.connect() as connection:
+        result = await connection.execute(_VISIBLE_TASK, {"task_id": task_id, "user_id": user_id})
+        row = result.first()
+    return None if row is None else _record(row)
+
+
+async def task_page(
+    engine: AsyncEngine, *, user_id: str, query: TaskListQuery
+) -> tuple[int, list[TaskRecord]]:
+    """One page of the user's visible tasks, newest first, and how many there are in all."""
+    page = (
+        _filtered(select(*_RECORD_COLUMNS, func.count().over()), user_id=user_id, query=query)
+        .order_by(TASKS.c.created_at.desc(), TASKS.c.id.desc())
+        .offset((query.page_num - 1) * query.page_size)
+        .limit(query.page_size)
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(page)).all()
+        if rows:
+            return int(rows[0][-1]), [_record(row) for row in rows]
+        # Past the last page (or nothing at all): the total still counts.
+        count = _filtered(select(func.count()), user_id=user_id, query=query)
+        return int((await connection.execute(count)).scalar_one()), []
+
+
+def _filtered(statement: Select[Any], *, user_id: str, query: TaskListQuery) -> Select[Any]:
+    statement = statement.select_from(TASKS).where(
+        TASKS.c.user_id == user_id,
+        TASKS.c.deleted_at.is_(None),
+        TASKS.c.service_tier == query.service_tier,
+        TASKS.c.status == query.status if query.status else _VISIBLE,
+    )
+    if query.model:
+        statement = statement.where(TASKS.c.model == query.model)
+    if query.task_ids:
+        statement = statement.where(TASKS.c.id.in_(query.task_ids))
+    return statement
