@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select, text
@@ -77,30 +78,49 @@ async def task_page(
     engine: AsyncEngine, *, user_id: str, query: TaskListQuery
 ) -> tuple[int, list[TaskRecord]]:
     """One page of the user's visible tasks, newest first, and how many there are in all."""
-    page = (
-        _filtered(select(*_RECORD_COLUMNS, func.count().over()), user_id=user_id, query=query)
-        .order_by(TASKS.c.created_at.desc(), TASKS.c.id.desc())
-        .offset((query.page_num - 1) * query.page_size)
-        .limit(query.page_size)
-    )
+    shape = (query.status is not None, query.model is not None, bool(query.task_ids))
+    params = {
+        "user_id": user_id,
+        "service_tier": query.service_tier,
+        "status": query.status,
+        "model": query.model,
+        "task_ids": query.task_ids,
+        "offset": (query.page_num - 1) * query.page_size,
+        "limit": query.page_size,
+    }
     async with engine.connect() as connection:
-        rows = (await connection.execute(page)).all()
+        rows = (await connection.execute(_PAGES[shape], params)).all()
         if rows:
             return int(rows[0][-1]), [_record(row) for row in rows]
         # Past the last page (or nothing at all): the total still counts.
-        count = _filtered(select(func.count()), user_id=user_id, query=query)
-        return int((await connection.execute(count)).scalar_one()), []
+        total = (await connection.execute(_COUNTS[shape], params)).scalar_one()
+        return int(total), []
 
 
-def _filtered(statement: Select[Any], *, user_id: str, query: TaskListQuery) -> Select[Any]:
+def _filtered(statement: Select[Any], shape: tuple[bool, bool, bool]) -> Select[Any]:
+    with_status, with_model, with_ids = shape
     statement = statement.select_from(TASKS).where(
-        TASKS.c.user_id == user_id,
+        TASKS.c.user_id == bindparam("user_id"),
         TASKS.c.deleted_at.is_(None),
-        TASKS.c.service_tier == query.service_tier,
-        TASKS.c.status == query.status if query.status else _VISIBLE,
+        TASKS.c.service_tier == bindparam("service_tier"),
+        TASKS.c.status == bindparam("status") if with_status else _VISIBLE,
     )
-    if query.model:
-        statement = statement.where(TASKS.c.model == query.model)
-    if query.task_ids:
-        statement = statement.where(TASKS.c.id.in_(query.task_ids))
+    if with_model:
+        statement = statement.where(TASKS.c.model == bindparam("model"))
+    if with_ids:
+        statement = statement.where(TASKS.c.id.in_(bindparam("task_ids", expanding=True)))
     return statement
+
+
+# Every shape of list query, built once: a request only binds its values.
+_SHAPES = [(s, m, i) for s in (False, True) for m in (False, True) for i in (False, True)]
+_PAGES = MappingProxyType(
+    {
+        shape: _filtered(select(*_RECORD_COLUMNS, func.count().over()), shape)
+        .order_by(TASKS.c.created_at.desc(), TASKS.c.id.desc())
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
+        for shape in _SHAPES
+    }
+)
+_COUNTS = MappingProxyType({shape: _filtered(select(func.count()), shape) for shape in _SHAPES})
