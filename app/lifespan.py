@@ -66,6 +66,7 @@ async def open_resources(
             auth_cache=AuthCache(settings.auth_cache_seconds),
             # The same ≤ 1 s bound as keys: a deletion on another replica shows within it.
             finished_tasks=TtlCache(settings.auth_cache_seconds),
+            prices=TtlCache(settings.auth_cache_seconds),
             refreshes=Coalescer(),
             limiter=limiter,
             trusted_proxies=parse_networks(settings.trusted_proxies),

@@ -33,6 +33,8 @@ class Resources:
     auth_cache: AuthCache
     # Finished tasks' answers by task id, with their owner: (user_id, task object).
     finished_tasks: TtlCache[tuple[str, dict[str, Any]]]
+    # Price rows by model and tier, as creates read them (`app.usage.ledger.price_in_force`).
+    prices: TtlCache[Any]
     refreshes: Coalescer
     limiter: RateLimiter
     trusted_proxies: list[Network]

@@ -20,14 +20,16 @@ from app.tasks.models import OPEN_STATUSES, Task
 GLOBAL_CREATE_LOCK = 0x5365_6564  # "Seed"
 
 
+# SQLite has one write lock for the whole database; a write that changes nothing takes it.
+_SQLITE_WRITE_LOCK = text("UPDATE tasks SET status = status WHERE 1 = 0")
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=GLOBAL_CREATE_LOCK)
+
+
 async def lock_gateway(session: AsyncSession) -> None:
-    """Serialise creates across all users until commit (on SQLite the user lock already does)."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.exec(
-            text("SELECT pg_advisory_xact_lock(:key)").bindparams(  # type: ignore[call-overload]
-                key=GLOBAL_CREATE_LOCK
-            )
-        )
+    """Serialise creates across all users until commit."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    connection = await session.connection()
+    await connection.execute(_ADVISORY_LOCK if postgres else _SQLITE_WRITE_LOCK)
 
 
 async def enforce_in_flight(

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.config import Settings
-from app.db import utcnow
+from app.db import insert_rows, utcnow
 from app.errors import (
     Conflict,
     GatewayError,
@@ -31,12 +31,13 @@ from app.ids import new_task_id
 from app.keys.service import AuthContext
 from app.limits.inflight import enforce_in_flight, lock_gateway
 from app.resources import Resources
+from app.tasks import repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
 from app.tasks.service import visible_task
 from app.tasks.states import transition
 from app.tasks.validation import CreateRequest
 from app.upstream.client import UpstreamCallFailed, UpstreamTimedOut
-from app.usage.budgets import enforce_budgets, lock_user
+from app.usage.budgets import enforce_budgets
 from app.usage.ledger import estimate_tokens, price_in_force, reserve_entry
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ async def create_task(
         next_check_at=utcnow() + _submit_grace(resources.settings),
     )
     await _record(
-        session, task=task, request=request, auth=auth, settings=resources.settings
+        session, task=task, request=request, auth=auth, resources=resources
     )  # commits: the connection is free again
     # Shielded: a client that disconnects mid-call must not leave the task half-recorded.
     return await asyncio.shield(
@@ -106,7 +107,7 @@ async def _record(
     task: Task,
     request: CreateRequest,
     auth: AuthContext,
-    settings: Settings,
+    resources: Resources,
 ) -> None:
     """Check budgets and in-flight caps and insert task + reservation, in one transaction.
 
@@ -121,19 +122,19 @@ async def _record(
             models=[task.model, request.spec.name],
             service_tier=task.service_tier,
             at=task.created_at,
+            cache=resources.prices,
         )
         reservation = reserve_entry(task, tokens=tokens, price=price)
-        await lock_user(session, user_id=task.user_id)  # always before the gateway lock
-        await enforce_budgets(
+        await enforce_budgets(  # takes the user's lock when there is a budget to enforce
             session,
             user_id=task.user_id,
             key_id=task.key_id,
             add_micros=reservation.cost_micros,
             add_tokens=tokens,
         )
-        await lock_gateway(session)
-        await enforce_in_flight(session, auth=auth, settings=settings)
-        session.add_all([task, reservation])  # the unit of work inserts the task first (FK)
+        await lock_gateway(session)  # always after the user's lock
+        await enforce_in_flight(session, auth=auth, settings=resources.settings)
+        await insert_rows(session, task, reservation)  # the task first (FK)
         await session.commit()
     except IntegrityError:
         await session.rollback()
@@ -156,29 +157,18 @@ async def _submit(
     is back (it stays `submitting` until then).
     """
     try:
-        async with resources.sessionmaker() as session:
-            try:
-                created = await resources.upstream.create_task(body, request_id=request_id)
-                upstream_id = created.get("id")
-                if not isinstance(upstream_id, str) or not upstream_id:
-                    raise UpstreamCallFailed(
-                        "The upstream service sent no task id.", maybe_created=True
-                    )
-            except (UpstreamRelayed, UpstreamCallFailed, UpstreamTimedOut) as exc:
+        try:
+            created = await resources.upstream.create_task(body, request_id=request_id)
+            upstream_id = created.get("id")
+            if not isinstance(upstream_id, str) or not upstream_id:
+                raise UpstreamCallFailed(
+                    "The upstream service sent no task id.", maybe_created=True
+                )
+        except (UpstreamRelayed, UpstreamCallFailed, UpstreamTimedOut) as exc:
+            async with resources.sessionmaker() as session:
                 await _record_failed_submit(session, task=task, error=exc)
-                raise
-            await transition(
-                session,
-                task=task,
-                to_status=TaskStatus.QUEUED,
-                values={
-                    "upstream_id": upstream_id,
-                    # The answer is an observation (queued, now); the next poll cycle looks again.
-                    "refreshed_at": (now := utcnow()),
-                    "next_check_at": now,
-                },
-            )
-            await session.commit()
+            raise
+        await _record_created(resources, task=task, upstream_id=upstream_id)
     except GatewayError:
         raise
     except Exception:
@@ -191,6 +181,24 @@ async def _submit(
             headers={"x-should-retry": "false"},
         ) from None
     return {**created, "id": task.id}
+
+
+async def _record_created(resources: Resources, *, task: Task, upstream_id: str) -> None:
+    """The upstream made the task: it is queued (its answer is a fresh observation)."""
+    if task.callback_url is None:  # nothing to queue with the move: one statement suffices
+        await repository.store_created(
+            resources.autocommit_engine, task_id=task.id, upstream_id=upstream_id, now=utcnow()
+        )
+        return
+    async with resources.sessionmaker() as session:
+        now = utcnow()
+        await transition(
+            session,
+            task=task,
+            to_status=TaskStatus.QUEUED,
+            values={"upstream_id": upstream_id, "refreshed_at": now, "next_check_at": now},
+        )
+        await session.commit()
 
 
 async def _record_failed_submit(session: AsyncSession, *, task: Task, error: GatewayError) -> None:

@@ -13,10 +13,10 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.tasks.models import VISIBLE_STATUSES, Task
+from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
 from app.tasks.schemas import TaskListQuery
 
 TASKS = Task.__table__  # type: ignore[attr-defined]
@@ -42,6 +42,20 @@ _VISIBLE_TASK = select(*_RECORD_COLUMNS).where(
     TASKS.c.user_id == bindparam("user_id"),
     TASKS.c.deleted_at.is_(None),
     _VISIBLE,
+)
+
+
+# A create the upstream accepted: queued, fresh as of its answer, due to the next poll cycle.
+_STORE_CREATED = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("task_id"), TASKS.c.status == TaskStatus.SUBMITTING)
+    .values(
+        status=TaskStatus.QUEUED,
+        upstream_id=bindparam("created_upstream_id"),
+        refreshed_at=bindparam("now"),
+        next_check_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
 )
 
 
@@ -72,6 +86,16 @@ async def visible_task(engine: AsyncEngine, *, task_id: str, user_id: str) -> Ta
         result = await connection.execute(_VISIBLE_TASK, {"task_id": task_id, "user_id": user_id})
         row = result.first()
     return None if row is None else _record(row)
+
+
+async def store_created(
+    engine: AsyncEngine, *, task_id: str, upstream_id: str, now: datetime
+) -> bool:
+    """Record that the upstream created a `submitting` task; False if it had moved on."""
+    params = {"task_id": task_id, "created_upstream_id": upstream_id, "now": now}
+    async with engine.connect() as connection:
+        result = await connection.execute(_STORE_CREATED, params)
+    return bool(result.rowcount == 1)
 
 
 async def task_page(

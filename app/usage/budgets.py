@@ -104,14 +104,18 @@ async def enforce_budgets(
 ) -> None:
     """429 `QuotaExceeded.Budget` if the new reservation would take any budget over its limit.
 
-    Call under `lock_user` and reserve in the same transaction, so concurrent creates cannot
-    overshoot.
+    When there is a budget, the user's lock is taken before the spend is read, and held until
+    the caller commits the reservation with it: concurrent creates cannot overshoot. Users
+    without budgets take no lock.
     """
     budgets = (
         await session.exec(
             select(Budget).where(col(Budget.scope).in_([f"user:{user_id}", f"key:{key_id}"]))
         )
     ).all()
+    if not budgets:
+        return
+    await lock_user(session, user_id=user_id)
     now = utcnow()
     for budget in budgets:
         start, end = period_bounds(budget.period, now)

@@ -7,20 +7,32 @@ backs the compare-and-swap on the task's status: a second settle cannot be writt
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.tasks.catalog import ModelSpec
 from app.tasks.models import Task, TaskStatus
+from app.ttl_cache import TtlCache
 from app.usage.models import MICROS, LedgerEntry, LedgerKind, Price
 
 logger = logging.getLogger(__name__)
 
 
-def cost_micros(tokens: int, price: Price | None) -> int:
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    """A price as creates use it: kept for a second in the process (`Resources.prices`)."""
+
+    id: int | None
+    currency: str
+    micros_per_million_tokens: int
+    effective_from: datetime
+
+
+def cost_micros(tokens: int, price: Price | PriceRow | None) -> int:
     """Cost of `tokens` at `price`, in micro-units, rounded half up; 0 when unpriced."""
     if price is None:
         return 0
@@ -37,28 +49,48 @@ def estimate_tokens(task: Task, spec: ModelSpec) -> int:
 
 
 async def price_in_force(
-    session: AsyncSession, *, models: list[str], service_tier: str, at: datetime
-) -> Price | None:
-    """The newest price effective at `at` for the first of `models` that has one."""
+    session: AsyncSession,
+    *,
+    models: list[str],
+    service_tier: str,
+    at: datetime,
+    cache: TtlCache[tuple[PriceRow, ...]],
+) -> PriceRow | None:
+    """The newest price effective at `at` for the first of `models` that has one.
+
+    Every price row of a model and tier (past and scheduled) is read at most once a second per
+    process (`cache`): a new price reaches every replica within that second, and a scheduled
+    one takes effect at its exact moment.
+    """
     for model in dict.fromkeys(models):
-        price = (
-            await session.exec(
-                select(Price)
-                .where(
-                    Price.model == model,
-                    Price.service_tier == service_tier,
-                    col(Price.effective_from) <= at,
-                )
-                .order_by(col(Price.effective_from).desc())
-                .limit(1)
-            )
-        ).first()
-        if price is not None:
-            return price
+        in_force = [
+            price
+            for price in await _price_rows(session, model, service_tier, cache)
+            if price.effective_from <= at
+        ]
+        if in_force:
+            return max(in_force, key=lambda price: price.effective_from)
     return None
 
 
-def reserve_entry(task: Task, *, tokens: int, price: Price | None) -> LedgerEntry:
+async def _price_rows(
+    session: AsyncSession, model: str, service_tier: str, cache: TtlCache[tuple[PriceRow, ...]]
+) -> tuple[PriceRow, ...]:
+    key = f"{model}\n{service_tier}"
+    rows = cache.get(key)
+    if rows is None:
+        found = await session.exec(
+            select(Price).where(Price.model == model, Price.service_tier == service_tier)
+        )
+        rows = tuple(
+            PriceRow(p.id, p.currency, p.micros_per_million_tokens, p.effective_from)
+            for p in found.all()
+        )
+        cache.put(key, rows)
+    return rows
+
+
+def reserve_entry(task: Task, *, tokens: int, price: PriceRow | None) -> LedgerEntry:
     """The reserve row for a new task (added by the caller with the task, in one transaction)."""
     if price is None:
         logger.warning(
@@ -133,7 +165,7 @@ def _entry(
     tokens: int,
     total_tokens: int,
     cost: int,
-    price: Price | None,
+    price: Price | PriceRow | None,
     currency: str | None = None,
 ) -> LedgerEntry:
     return LedgerEntry(
