@@ -67,6 +67,7 @@ async def open_resources(
             # The same ≤ 1 s bound as keys: a deletion on another replica shows within it.
             finished_tasks=TtlCache(settings.auth_cache_seconds),
             prices=TtlCache(settings.auth_cache_seconds),
+            budgets=TtlCache(settings.auth_cache_seconds),
             refreshes=Coalescer(),
             limiter=limiter,
             trusted_proxies=parse_networks(settings.trusted_proxies),

@@ -35,6 +35,8 @@ class Resources:
     finished_tasks: TtlCache[tuple[str, dict[str, Any]]]
     # Price rows by model and tier, as creates read them (`app.usage.ledger.price_in_force`).
     prices: TtlCache[Any]
+    # Budgets by user and key, as creates read them (`app.usage.budgets.budgets_for`).
+    budgets: TtlCache[Any]
     refreshes: Coalescer
     limiter: RateLimiter
     trusted_proxies: list[Network]

@@ -7,7 +7,7 @@ hold whatever happens to Redis.
 
 from __future__ import annotations
 
-from sqlalchemy import func, text
+from sqlalchemy import bindparam, func, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,6 +23,13 @@ GLOBAL_CREATE_LOCK = 0x5365_6564  # "Seed"
 # SQLite has one write lock for the whole database; a write that changes nothing takes it.
 _SQLITE_WRITE_LOCK = text("UPDATE tasks SET status = status WHERE 1 = 0")
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=GLOBAL_CREATE_LOCK)
+# One query for all three counts (it runs under the lock that serialises every create), built
+# once; the open statuses are constants of the SQL, not a list bound per request.
+_OPEN_COUNTS = select(
+    func.count().filter(col(Task.key_id) == bindparam("key_id")),
+    func.count().filter(col(Task.user_id) == bindparam("user_id")),
+    func.count(),
+).where(text("tasks.status IN (" + ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES)) + ")"))
 
 
 async def lock_gateway(session: AsyncSession) -> None:
@@ -36,13 +43,8 @@ async def enforce_in_flight(
     session: AsyncSession, *, auth: AuthContext, settings: Settings
 ) -> None:
     """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap."""
-    # One query for all three counts: it runs under the lock that serialises every create.
-    counts = select(
-        func.count().filter(col(Task.key_id) == auth.key_id),
-        func.count().filter(col(Task.user_id) == auth.user_id),
-        func.count(),
-    ).where(col(Task.status).in_(OPEN_STATUSES))
-    key_open, user_open, gateway_open = (await session.exec(counts)).one()
+    params = {"key_id": auth.key_id, "user_id": auth.user_id}
+    key_open, user_open, gateway_open = (await session.exec(_OPEN_COUNTS, params=params)).one()
     caps = (
         (
             "Key",

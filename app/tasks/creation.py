@@ -37,7 +37,7 @@ from app.tasks.service import visible_task
 from app.tasks.states import transition
 from app.tasks.validation import CreateRequest
 from app.upstream.client import UpstreamCallFailed, UpstreamTimedOut
-from app.usage.budgets import enforce_budgets
+from app.usage.budgets import budgets_for, enforce_budgets
 from app.usage.ledger import estimate_tokens, price_in_force, reserve_entry
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,9 @@ async def _record(
         await enforce_budgets(  # takes the user's lock when there is a budget to enforce
             session,
             user_id=task.user_id,
-            key_id=task.key_id,
+            budgets=await budgets_for(
+                session, user_id=task.user_id, key_id=task.key_id, cache=resources.budgets
+            ),
             add_micros=reservation.cost_micros,
             add_tokens=tokens,
         )

@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import utcnow
 from app.errors import InvalidParameter, NotFound, TooManyRequests
 from app.keys.models import ApiKey, User
+from app.ttl_cache import TtlCache
 from app.usage.models import Budget, BudgetPeriod, LedgerEntry, LedgerKind
 
 RESERVE = aliased(LedgerEntry, name="reserve")
@@ -99,8 +100,39 @@ async def spend(
     return Spend(micros=int(micros), tokens=int(tokens))
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetRule:
+    """A budget as creates check it: kept for a second in the process (`Resources.budgets`)."""
+
+    key_id: str | None
+    period: str
+    limit_micros: int | None
+    limit_tokens: int | None
+
+
+async def budgets_for(
+    session: AsyncSession, *, user_id: str, key_id: str, cache: TtlCache[tuple[BudgetRule, ...]]
+) -> tuple[BudgetRule, ...]:
+    """The budgets of a user and one of its keys, read at most once a second per process: a new
+    budget applies on every replica within that second."""
+    scopes = [f"user:{user_id}", f"key:{key_id}"]
+    rules = cache.get("\n".join(scopes))
+    if rules is None:
+        found = await session.exec(select(Budget).where(col(Budget.scope).in_(scopes)))
+        rules = tuple(
+            BudgetRule(b.key_id, b.period, b.limit_micros, b.limit_tokens) for b in found.all()
+        )
+        cache.put("\n".join(scopes), rules)
+    return rules
+
+
 async def enforce_budgets(
-    session: AsyncSession, *, user_id: str, key_id: str, add_micros: int, add_tokens: int
+    session: AsyncSession,
+    *,
+    user_id: str,
+    budgets: tuple[BudgetRule, ...],
+    add_micros: int,
+    add_tokens: int,
 ) -> None:
     """429 `QuotaExceeded.Budget` if the new reservation would take any budget over its limit.
 
@@ -108,11 +140,6 @@ async def enforce_budgets(
     the caller commits the reservation with it: concurrent creates cannot overshoot. Users
     without budgets take no lock.
     """
-    budgets = (
-        await session.exec(
-            select(Budget).where(col(Budget.scope).in_([f"user:{user_id}", f"key:{key_id}"]))
-        )
-    ).all()
     if not budgets:
         return
     await lock_user(session, user_id=user_id)
