@@ -2,7 +2,8 @@
 
 slowapi's checks are synchronous: with Redis they would block the event loop on every request
 (slowapi#130). Here one Lua script (`redis_windows`) checks, counts and reports all of a rate's
-limits in one async round trip, with short Redis timeouts; `limits.aio` counts in this process.
+limits in one async round trip (shared by the checks that arrive together), with short Redis
+timeouts; `limits.aio` counts in this process.
 A call that fails is counted in this process instead of failing the request; after
 `BREAKER_FAILURES` failures in a row, all counting stays in this process for `BREAKER_SECONDS`
 (logged, and shown by /readyz). One slow reply under load must not split the
@@ -67,6 +68,7 @@ class RateLimiter:
     _failures_in_a_row: int = field(init=False, default=0)
     _parsed: dict[str, list[RateLimitItem]] = field(init=False, default_factory=dict)
     last_redis_error: str | None = field(init=False, default=None)
+    _last_failure: Exception | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._memory = MovingWindowRateLimiter(MemoryStorage())
@@ -155,6 +157,9 @@ class RateLimiter:
         )
 
     def _record_failure(self, exc: Exception) -> None:
+        if exc is self._last_failure:
+            return  # one failed call that carried several checks is one failure
+        self._last_failure = exc
         self.last_redis_error = f"{type(exc).__name__}: {exc}"[:200]
         self._failures_in_a_row += 1
         if self._failures_in_a_row < BREAKER_FAILURES:

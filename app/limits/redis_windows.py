@@ -1,58 +1,73 @@
 """Moving windows in Redis, all of a rate's limits checked, counted and reported in one round
 trip (one Lua script), so a request's rate check costs one call and its headers come free.
 
+Checks that arrive while a call is in flight go together in the next call: one script runs
+them one after another, atomically, exactly as separate calls would, so under load many
+requests share one round trip (and the client's per-call CPU) without changing any verdict.
+
 Each limit keeps the list of its hits' times, newest first, trimmed to the limit: the moving
 window of `limits`, whose in-process counterpart the limiter keeps beside this one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from limits import RateLimitItem
 from redis.asyncio import Redis
 
-# KEYS: one list per limit. ARGV: now, hit (1 or 0), then limit and window seconds per key.
-# Refused if any limit is full; only then is nothing counted. Returns the verdict, then each
-# limit's count in its window and the time of its oldest hit in it.
+# KEYS: one list per limit, request after request. ARGV: now, then per request: its number of
+# keys, hit (1 or 0), then limit and window seconds per key. Each request is refused if any of
+# its limits is full, and only then is nothing counted for it. Returns, per request, the
+# verdict, then each limit's count in its window and the time of its oldest hit in it.
 WINDOWS_SCRIPT = """
 local now = tonumber(ARGV[1])
-local hit = ARGV[2] == '1'
-local allowed = 1
-for i = 1, #KEYS do
-    local limit = tonumber(ARGV[1 + 2 * i])
-    local expiry = tonumber(ARGV[2 + 2 * i])
-    local last = redis.call('lindex', KEYS[i], limit - 1)
-    if last and tonumber(last) > now - expiry then
-        allowed = 0
-    end
-end
-local reply = {allowed}
-for i = 1, #KEYS do
-    local limit = tonumber(ARGV[1 + 2 * i])
-    local expiry = tonumber(ARGV[2 + 2 * i])
-    if hit and allowed == 1 then
-        redis.call('lpush', KEYS[i], ARGV[1])
-        redis.call('ltrim', KEYS[i], 0, limit - 1)
-        redis.call('expire', KEYS[i], expiry)
-    end
-    local low, high, oldest = 0, redis.call('llen', KEYS[i]) - 1, -1
-    while low <= high do
-        local mid = math.floor((low + high) / 2)
-        if tonumber(redis.call('lindex', KEYS[i], mid)) > now - expiry then
-            oldest = mid
-            low = mid + 1
-        else
-            high = mid - 1
+local reply = {}
+local key, arg = 1, 2
+while arg <= #ARGV do
+    local count = tonumber(ARGV[arg])
+    local hit = ARGV[arg + 1] == '1'
+    local allowed = 1
+    for i = 0, count - 1 do
+        local limit = tonumber(ARGV[arg + 2 + 2 * i])
+        local expiry = tonumber(ARGV[arg + 3 + 2 * i])
+        local last = redis.call('lindex', KEYS[key + i], limit - 1)
+        if last and tonumber(last) > now - expiry then
+            allowed = 0
         end
     end
-    local at = now
-    if oldest >= 0 then
-        at = tonumber(redis.call('lindex', KEYS[i], oldest))
+    table.insert(reply, allowed)
+    for i = 0, count - 1 do
+        local name = KEYS[key + i]
+        local limit = tonumber(ARGV[arg + 2 + 2 * i])
+        local expiry = tonumber(ARGV[arg + 3 + 2 * i])
+        if hit and allowed == 1 then
+            redis.call('lpush', name, ARGV[1])
+            redis.call('ltrim', name, 0, limit - 1)
+            redis.call('expire', name, expiry)
+        end
+        local low, high, oldest = 0, redis.call('llen', name) - 1, -1
+        while low <= high do
+            local mid = math.floor((low + high) / 2)
+            if tonumber(redis.call('lindex', name, mid)) > now - expiry then
+                oldest = mid
+                low = mid + 1
+            else
+                high = mid - 1
+            end
+        end
+        local at = now
+        if oldest >= 0 then
+            at = tonumber(redis.call('lindex', name, oldest))
+        end
+        table.insert(reply, oldest + 1)
+        table.insert(reply, tostring(at))
     end
-    table.insert(reply, oldest + 1)
-    table.insert(reply, tostring(at))
+    key = key + count
+    arg = arg + 2 + 2 * count
 end
 return reply
 """
@@ -66,31 +81,95 @@ class WindowState:
     reset_at: float
 
 
-class RedisWindows:
-    """The script on one Redis connection pool, with short timeouts."""
+@dataclass
+class _Check:
+    """One request's check, waiting for the call that carries it."""
 
-    def __init__(self, url: str, *, key_prefix: str, timeout_seconds: float) -> None:
+    keys: list[str]
+    items: list[RateLimitItem]
+    hit: bool
+    answer: asyncio.Future[tuple[bool, list[WindowState]]]
+
+
+@dataclass
+class RedisWindows:
+    """The script on one Redis connection pool, with short timeouts; checks batched per call."""
+
+    url: str
+    key_prefix: str
+    timeout_seconds: float
+    client: Redis = field(init=False)
+    _waiting: list[_Check] = field(init=False, default_factory=list)
+    _busy: bool = field(init=False, default=False)
+    _sender: asyncio.Task[None] | None = field(init=False, default=None)  # kept: tasks are weak
+
+    def __post_init__(self) -> None:
         self.client = Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+            self.url,
+            socket_timeout=self.timeout_seconds,
+            socket_connect_timeout=self.timeout_seconds,
         )
-        self.key_prefix = key_prefix
         self.script = self.client.register_script(WINDOWS_SCRIPT)
 
     async def run(
         self, items: list[RateLimitItem], name: str, identifiers: tuple[str, ...], *, hit: bool
     ) -> tuple[bool, list[WindowState]]:
-        """Check (and with `hit`, count) every limit at once."""
+        """Check (and with `hit`, count) every limit at once; a failed call raises its error,
+        the same error object for every check it carried."""
         keys = [f"{self.key_prefix}:window:{item.key_for(name, *identifiers)}" for item in items]
-        args: list[str | float | int] = [repr(time.time()), int(hit)]
-        for item in items:
-            args += [item.amount, item.get_expiry()]
-        reply = await self.script(keys=keys, args=args)
-        return bool(reply[0]), [
-            WindowState(
-                count=int(reply[1 + 2 * i]), reset_at=float(reply[2 + 2 * i]) + item.get_expiry()
-            )
-            for i, item in enumerate(items)
-        ]
+        answer: asyncio.Future[tuple[bool, list[WindowState]]]
+        answer = asyncio.get_running_loop().create_future()
+        check = _Check(keys, items, hit, answer)
+        if self._busy:  # a call is in flight: this check goes with the next one
+            self._waiting.append(check)
+            return await answer
+        self._busy = True  # nothing in flight: this request makes the call itself
+        try:
+            await self._send([check])
+        finally:
+            if self._waiting:  # what queued meanwhile goes at once, in a call of its own
+                self._sender = asyncio.get_running_loop().create_task(self._send_waiting())
+            else:
+                self._busy = False
+        return await answer
+
+    async def _send_waiting(self) -> None:
+        """Send what waits, one call at a time, until nothing does."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._send(batch)
+        finally:
+            self._busy = False
+            self._sender = None
+
+    async def _send(self, batch: list[_Check]) -> None:
+        keys: list[str] = []
+        args: list[str | float | int] = [repr(time.time())]
+        for check in batch:
+            keys += check.keys
+            args += [len(check.items), int(check.hit)]
+            for item in check.items:
+                args += [item.amount, item.get_expiry()]
+        try:
+            reply: list[Any] = await self.script(keys=keys, args=args)
+        except Exception as exc:  # every check of the call fails alike (the caller counts locally)
+            for check in batch:
+                if not check.answer.done():
+                    check.answer.set_exception(exc)
+            return
+        at = 0
+        for check in batch:
+            states = [
+                WindowState(
+                    count=int(reply[at + 1 + 2 * i]),
+                    reset_at=float(reply[at + 2 + 2 * i]) + item.get_expiry(),
+                )
+                for i, item in enumerate(check.items)
+            ]
+            if not check.answer.done():  # its request may have been cancelled meanwhile
+                check.answer.set_result((bool(reply[at]), states))
+            at += 1 + 2 * len(check.items)
 
     async def close(self) -> None:
         """Close the connection pool."""
