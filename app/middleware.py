@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -33,6 +34,12 @@ def request_id_of(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
+def after_success(request: Request, job: Callable[[], Awaitable[None]]) -> None:
+    """Run `job` once the answer is sent, if it was a success (below 400): bookkeeping that a
+    rejected request must not write. A job that fails is logged and fails nothing else."""
+    request.scope.setdefault("state", {}).setdefault("after_success", []).append(job)
+
+
 class RequestContextMiddleware:
     """Gives each request an id; answers with `X-Request-Id` and echoes `X-Client-Request-Id`."""
 
@@ -55,11 +62,12 @@ class RequestContextMiddleware:
             return
 
         started = False
+        status = 500
 
         async def send_with_ids(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-Id"] = request_id
                 if client_id and len(client_id) <= 128 and client_id.isprintable():
@@ -74,6 +82,16 @@ class RequestContextMiddleware:
                 raise  # too late for an answer: the server closes the connection
             error = InternalError("The service encountered an unexpected internal error.")
             await error.to_response(request_id)(scope, receive, send_with_ids)
+        if status < 400:
+            await _run_after_success(scope)
+
+
+async def _run_after_success(scope: Scope) -> None:
+    for job in scope["state"].get("after_success", ()):
+        try:
+            await job()
+        except Exception as exc:
+            logger.info("work after the answer failed: %s: %s", type(exc).__name__, exc)
 
 
 def _has_control_characters(scope: Scope) -> bool:

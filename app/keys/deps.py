@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,9 +10,8 @@ from fastapi import Depends, Request
 from app.errors import AuthenticationFailed
 from app.keys.service import AuthContext, authenticate, hash_key, touch_last_used
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
+from app.middleware import after_success
 from app.resources import Resources, ResourcesDep
-
-logger = logging.getLogger(__name__)
 
 
 def bearer_token(request: Request) -> str:
@@ -26,8 +24,8 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-async def current_key(request: Request, resources: ResourcesDep) -> AsyncIterator[AuthContext]:
-    """Authenticate the caller; after a request that succeeded, note the key's last use.
+async def current_key(request: Request, resources: ResourcesDep) -> AuthContext:
+    """Authenticate the caller; once a request of theirs has succeeded, note the key's use.
 
     The lookup uses a session of its own that ends before the endpoint runs, so no pooled
     connection is held while the client sends (perhaps slowly) its body.
@@ -42,15 +40,16 @@ async def current_key(request: Request, resources: ResourcesDep) -> AsyncIterato
         except AuthenticationFailed:
             await count_auth_failure(resources, address)
             raise
-    yield context
-    # Only reached when the endpoint did not raise: rejected requests write nothing.
+    after_success(request, partial(_note_use, resources, context.key_id))
+    return context
+
+
+async def _note_use(resources: Resources, key_id: str) -> None:
+    """Record the key's last use, at most once per resolution window per process."""
     resolution = resources.settings.key_last_used_resolution_seconds
-    if resources.auth_cache.claim_touch(context.key_id, resolution=resolution):
-        try:  # after the answer: bookkeeping that may fail without failing anything else
-            async with resources.sessionmaker() as session:
-                await touch_last_used(session, key_id=context.key_id, resolution=resolution)
-        except Exception as exc:
-            logger.info("recording key %s's last use failed: %s", context.key_id, exc)
+    if resources.auth_cache.claim_touch(key_id, resolution=resolution):
+        async with resources.sessionmaker() as session:
+            await touch_last_used(session, key_id=key_id, resolution=resolution)
 
 
 def _known_key(request: Request, resources: Resources) -> AuthContext | None:
