@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     upstream_max_connections: int = 100
 
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
-    database_pool_size: int = 10
+    database_pool_size: int = Field(default=20, ge=1)
     # Longest wait for a connection or a statement; past it the client gets 503 with Retry-After.
     database_timeout_seconds: float = Field(default=10.0, gt=0)
     redis_url: str | None = None

@@ -50,7 +50,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.0) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20, timeout_seconds: float = 10.0) -> AsyncEngine:
     """An async engine: WAL and a busy timeout on SQLite, a sized pool on PostgreSQL.
 
     Every wait on the database is bounded by `timeout_seconds` (connecting, waiting for a pooled
@@ -69,7 +69,9 @@ def create_engine(url: str, *, pool_size: int = 10, timeout_seconds: float = 10.
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: connections opened past the pool would be closed on return and opened
+        # again under load (a connect costs far more than a query); requests wait their turn.
+        max_overflow=0,
         # No pre-ping (a round trip per checkout): a connection the server dropped fails its
         # request once (a 503), and the pool then discards every connection older than it.
         pool_timeout=timeout_seconds,

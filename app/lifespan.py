@@ -34,7 +34,8 @@ async def open_resources(
     """Engine, upstream client and caches for one process; closed on exit."""
     engine = create_engine(
         settings.database_url,
-        pool_size=settings.database_pool_size,
+        # One more than requests may use: the poller holds one for its turn (`exclusive_turn`).
+        pool_size=settings.database_pool_size + 1,
         timeout_seconds=settings.database_timeout_seconds,
     )
     http = create_http_client(

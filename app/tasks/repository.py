@@ -2,7 +2,7 @@
 
 A retrieve or a list only reads, so it runs on an autocommit connection (no BEGIN, no ROLLBACK
 round trips) and selects the columns an answer needs into plain records (no ORM identity map).
-The list's page and its total come from one query (`count(*) OVER ()`).
+The list's page and its total come from one query (the total as a subquery run once).
 """
 
 from __future__ import annotations
@@ -140,7 +140,10 @@ def _filtered(statement: Select[Any], shape: tuple[bool, bool, bool]) -> Select[
 _SHAPES = [(s, m, i) for s in (False, True) for m in (False, True) for i in (False, True)]
 _PAGES = MappingProxyType(
     {
-        shape: _filtered(select(*_RECORD_COLUMNS, func.count().over()), shape)
+        shape: _filtered(
+            select(*_RECORD_COLUMNS, _filtered(select(func.count()), shape).scalar_subquery()),
+            shape,
+        )
         .order_by(TASKS.c.created_at.desc(), TASKS.c.id.desc())
         .offset(bindparam("offset"))
         .limit(bindparam("limit"))

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import utcnow
+from app.db import release_connection, utcnow
 from app.errors import GatewayError, UpstreamRelayed
 from app.tasks.callbacks import queue_callback
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
@@ -139,6 +139,7 @@ async def refresh_task(
         task = await session.get(Task, task_id)
         if task is None or task.upstream_id is None or TaskStatus(task.status).is_terminal:
             return "skipped"
+        await release_connection(session)  # no pooled connection waits on the upstream
         try:
             snapshot = await upstream.get_task(task.upstream_id, request_id=request_id)
         except UpstreamRelayed as exc:
