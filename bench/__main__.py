@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.proxy import run_proxy
 from bench.ratelimit import run_ratelimit
+from bench.trips import run_trips
 from bench.upstream_client import run_upstream_client
 from bench.wrk import run_wrk
 from tests.scratch_db import scratch_postgres
@@ -54,6 +55,7 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
             report["wrk"] = await asyncio.to_thread(
                 run_wrk, pg_url, pg_dir, redis_url=f"redis://127.0.0.1:{REDIS_PORT}/0"
             )
+            report["trips"] = await run_trips(pg_url, pg_dir, redis_port=REDIS_PORT)
         report["upstream_client"] = await run_upstream_client(
             Path(tmp), total=total, concurrency=concurrency
         )
@@ -69,9 +71,25 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
             f"{part['gateway_rss_mib_end']} MiB after {part['requests_served']} requests "
             f"(x{part['rss_growth_ratio']})"
         )
+    wrk = report["wrk"]
     print_table(
-        "CPU per request under wrk (PostgreSQL, Redis): the floor is a bare FastAPI app",
-        report["wrk"],
+        "CPU per request under wrk (PostgreSQL, Redis), beside the floor (a bare FastAPI app "
+        "answering from memory) or the pass-through (a bare FastAPI app relaying upstream)",
+        wrk["rows"],
+    )
+    print(
+        f"creates/s with --workers 2: {wrk['creates_per_second_two_workers']} "
+        f"(x{wrk['two_workers_vs_one']} one worker); gateway memory {wrk['gateway_rss_mib_start']}"
+        f" -> {wrk['gateway_rss_mib_end']} MiB over {wrk['gateway_requests_served']} requests "
+        f"(x{wrk['rss_growth_ratio']})"
+    )
+    print_table(
+        "Round trips per request (one at a time, counted on the wire)",
+        report["trips"]["round_trips"],
+    )
+    print_table(
+        "Added p50 latency at 100 requests/s (gateway minus the simulator direct)",
+        report["trips"]["added_latency"],
     )
     print_table(
         "Upstream client: httpx transport (baseline) vs httpx-aiohttp",
@@ -96,7 +114,11 @@ def _tables(report: dict[str, Any]) -> list[list[dict[str, Any]]]:
     tables = [
         report[name]["rows"] for name in ("proxy_sqlite", "proxy_postgres", "upstream_client")
     ]
-    return [*tables, report["wrk"], *(part["rows"] for part in report["ratelimit"].values())]
+    return [
+        *tables,
+        report["wrk"]["rows"],
+        *(part["rows"] for part in report["ratelimit"].values()),
+    ]
 
 
 def cli() -> None:

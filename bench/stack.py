@@ -56,8 +56,11 @@ def instant_simulator(log: Path) -> Process:
 
 
 @contextmanager
-def bench_stack(database_url: str, workdir: Path, **settings: str) -> Iterator[BenchStack]:
-    """Start a simulator (tasks finish at once) and a gateway on `database_url`; stop both after."""
+def bench_stack(
+    database_url: str, workdir: Path, *serve_args: str, **settings: str
+) -> Iterator[BenchStack]:
+    """Start a simulator (tasks finish at once) and a gateway on `database_url` (`serve_args`
+    such as `--workers 2` go to its `serve`); stop both after."""
     gw_port = free_port()
     simulator = instant_simulator(workdir / "simulator.log")
     env = clean_env(
@@ -73,7 +76,10 @@ def bench_stack(database_url: str, workdir: Path, **settings: str) -> Iterator[B
     gateway = None
     try:
         gateway = start(
-            ["serve", "--port", str(gw_port)], env=env, port=gw_port, log=workdir / "gw.log"
+            ["serve", "--port", str(gw_port), *serve_args],
+            env=env,
+            port=gw_port,
+            log=workdir / "gw.log",
         )
         yield BenchStack(
             simulator=simulator,

@@ -44,7 +44,8 @@ async def enforce_in_flight(
 ) -> None:
     """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap."""
     params = {"key_id": auth.key_id, "user_id": auth.user_id}
-    key_open, user_open, gateway_open = (await session.exec(_OPEN_COUNTS, params=params)).one()
+    connection = await session.connection()  # a Core statement: no ORM execution path
+    key_open, user_open, gateway_open = (await connection.execute(_OPEN_COUNTS, params)).one()
     caps = (
         (
             "Key",
