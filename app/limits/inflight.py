@@ -7,7 +7,7 @@ hold whatever happens to Redis.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, text
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, func, literal, text, true
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,13 +23,23 @@ GLOBAL_CREATE_LOCK = 0x5365_6564  # "Seed"
 # SQLite has one write lock for the whole database; a write that changes nothing takes it.
 _SQLITE_WRITE_LOCK = text("UPDATE tasks SET status = status WHERE 1 = 0")
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=GLOBAL_CREATE_LOCK)
-# One query for all three counts (it runs under the lock that serialises every create), built
-# once; the open statuses are constants of the SQL, not a list bound per request.
+_OPEN = text("tasks.status IN (" + ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES)) + ")")
+
+
+def _open_up_to(scope: ColumnElement[bool], cap: str) -> ScalarSelect[int]:
+    """Open tasks in `scope`, counted only up to the cap (all a check needs to know): the
+    count's cost stays bounded by the cap however many tasks are open."""
+    found = select(literal(1)).select_from(Task).where(_OPEN, scope).limit(bindparam(cap))
+    return select(func.count()).select_from(found.subquery()).scalar_subquery()
+
+
+# All three counts in one statement (it runs under the lock that serialises every create),
+# built once; the open statuses are constants of the SQL, not a list bound per request.
 _OPEN_COUNTS = select(
-    func.count().filter(col(Task.key_id) == bindparam("key_id")),
-    func.count().filter(col(Task.user_id) == bindparam("user_id")),
-    func.count(),
-).where(text("tasks.status IN (" + ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES)) + ")"))
+    _open_up_to(col(Task.key_id) == bindparam("key_id"), "key_cap"),
+    _open_up_to(col(Task.user_id) == bindparam("user_id"), "user_cap"),
+    _open_up_to(true(), "gateway_cap"),
+)
 
 
 async def lock_gateway(session: AsyncSession) -> None:
@@ -43,25 +53,19 @@ async def enforce_in_flight(
     session: AsyncSession, *, auth: AuthContext, settings: Settings
 ) -> None:
     """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap."""
-    params = {"key_id": auth.key_id, "user_id": auth.user_id}
-    connection = await session.connection()  # a Core statement: no ORM execution path
-    key_open, user_open, gateway_open = (await connection.execute(_OPEN_COUNTS, params)).one()
     caps = (
-        (
-            "Key",
-            "this key",
-            key_open,
-            _cap(auth.key_max_in_flight, settings.max_tasks_in_flight_per_key),
-        ),
-        (
-            "User",
-            "this user",
-            user_open,
-            _cap(auth.user_max_in_flight, settings.max_tasks_in_flight_per_user),
-        ),
-        ("Gateway", "the gateway", gateway_open, settings.max_tasks_in_flight_global),
+        ("Key", "this key", _cap(auth.key_max_in_flight, settings.max_tasks_in_flight_per_key)),
+        ("User", "this user", _cap(auth.user_max_in_flight, settings.max_tasks_in_flight_per_user)),
+        ("Gateway", "the gateway", settings.max_tasks_in_flight_global),
     )
-    for scope, who, open_now, cap in caps:
+    params = {
+        "key_id": auth.key_id,
+        "user_id": auth.user_id,
+        **{f"{scope.lower()}_cap": cap for scope, _, cap in caps},
+    }
+    connection = await session.connection()  # a Core statement: no ORM execution path
+    counts = (await connection.execute(_OPEN_COUNTS, params)).one()
+    for (scope, who, cap), open_now in zip(caps, counts, strict=True):
         if open_now >= cap:
             raise TooManyRequests(
                 f"Too many tasks in flight for {who} (at most {cap}); retry when one finishes.",
