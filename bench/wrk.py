@@ -221,8 +221,8 @@ def _creators(stack: BenchStack) -> list[str]:
 def _targets(
     stack: BenchStack, passing: Process, create: Path
 ) -> dict[str, tuple[str, str, Path | None, int, str]]:
-    """A finished task, an open one, the list and the create (the simulator then holds every new
-    task queued), each with its process and baseline; the pass-through's retrieve and create."""
+    """A finished task, an open one, the list and the create, each with its process and
+    baseline; the pass-through's retrieve and create."""
     bearer = {"Authorization": stack.auth_header.split(": ", 1)[1]}
     tasks = stack.gateway.url + TASKS
     finished = httpx.post(tasks, json=CREATE_BODY, headers=bearer).json()["id"]
@@ -230,13 +230,12 @@ def _targets(
     assert httpx.get(f"{tasks}/{finished}", headers=bearer).json()["status"] == "succeeded"
     for _ in range(19):  # the list's user has 20 tasks
         httpx.post(tasks, json=CREATE_BODY, headers=bearer).raise_for_status()
-    # From here on tasks stay queued (a task's state follows the simulator's current timings).
-    held = {"queued_seconds": 3600, "max_queued": 10**9}
-    httpx.patch(f"{stack.simulator.url}/_sim/config", json=held).raise_for_status()
-    opened = httpx.post(tasks, json=CREATE_BODY, headers=bearer).json()["id"]
+    # One task on each side stays queued for good; every other task finishes at once.
+    held = {**CREATE_BODY, "content": [{"type": "text", "text": "a fox [sim:hold]"}]}
+    opened = httpx.post(tasks, json=held, headers=bearer).json()["id"]
     upstream_open = httpx.post(
         stack.simulator.url + TASKS,
-        json=CREATE_BODY,
+        json=held,
         headers={"Authorization": f"Bearer {MASTER_KEY}"},
     ).json()["id"]
     gw, key = stack.gateway_pid, stack.auth_header

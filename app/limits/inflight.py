@@ -49,29 +49,40 @@ async def lock_gateway(session: AsyncSession) -> None:
     await connection.execute(_ADVISORY_LOCK if postgres else _SQLITE_WRITE_LOCK)
 
 
+def in_flight_caps(auth: AuthContext, settings: Settings) -> dict[str, int]:
+    """The caps that apply to this caller, by scope (`Key`, `User`, `Gateway`)."""
+    return {
+        "Key": _cap(auth.key_max_in_flight, settings.max_tasks_in_flight_per_key),
+        "User": _cap(auth.user_max_in_flight, settings.max_tasks_in_flight_per_user),
+        "Gateway": settings.max_tasks_in_flight_global,
+    }
+
+
+def in_flight_refusal(scope: str, *, cap: int, settings: Settings) -> TooManyRequests:
+    """The 429 for a cap that one more open task would exceed."""
+    who = {"Key": "this key", "User": "this user"}.get(scope, "the gateway")
+    return TooManyRequests(
+        f"Too many tasks in flight for {who} (at most {cap}); retry when one finishes.",
+        code=f"ConcurrencyLimitExceeded.{scope}",
+        retry_after=settings.in_flight_retry_after_seconds,
+    )
+
+
 async def enforce_in_flight(
     session: AsyncSession, *, auth: AuthContext, settings: Settings
 ) -> None:
     """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap."""
-    caps = (
-        ("Key", "this key", _cap(auth.key_max_in_flight, settings.max_tasks_in_flight_per_key)),
-        ("User", "this user", _cap(auth.user_max_in_flight, settings.max_tasks_in_flight_per_user)),
-        ("Gateway", "the gateway", settings.max_tasks_in_flight_global),
-    )
+    caps = in_flight_caps(auth, settings)
     params = {
         "key_id": auth.key_id,
         "user_id": auth.user_id,
-        **{f"{scope.lower()}_cap": cap for scope, _, cap in caps},
+        **{f"{scope.lower()}_cap": cap for scope, cap in caps.items()},
     }
     connection = await session.connection()  # a Core statement: no ORM execution path
     counts = (await connection.execute(_OPEN_COUNTS, params)).one()
-    for (scope, who, cap), open_now in zip(caps, counts, strict=True):
+    for (scope, cap), open_now in zip(caps.items(), counts, strict=True):
         if open_now >= cap:
-            raise TooManyRequests(
-                f"Too many tasks in flight for {who} (at most {cap}); retry when one finishes.",
-                code=f"ConcurrencyLimitExceeded.{scope}",
-                retry_after=settings.in_flight_retry_after_seconds,
-            )
+            raise in_flight_refusal(scope, cap=cap, settings=settings)
 
 
 def _cap(override: int | None, default: int) -> int:

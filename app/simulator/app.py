@@ -216,6 +216,7 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
     @app.post("/_sim/reset")
     async def reset() -> dict[str, str]:
         state.tasks.clear()
+        state.open_ids.clear()
         state.calls.clear()
         state.peak_per_second.clear()
         state.peak_open = 0

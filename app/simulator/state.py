@@ -3,7 +3,8 @@
 A task's state follows from its age (`queued_seconds`, then `running_seconds`), so nothing runs
 in the background. Prompt markers force outcomes in tests and demos:
 `[sim:fail]`, `[sim:expire]`, `[sim:reject]` (create refused, 400), `[sim:error-after-create]`
-(created, then a 500), `[sim:hang]` (no answer for `hang_seconds`).
+(created, then a 500), `[sim:hang]` (no answer for `hang_seconds`), `[sim:hold]` (queued until
+cancelled, whatever the timings).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from app.simulator.tables import MODELS, SimModel, output_of
 
 _UTC8 = timezone(timedelta(hours=8))
+OPEN = ("queued", "running")
 
 _FAILURE = {
     "code": "OutputVideoSensitiveContentDetected.PolicyViolation",
@@ -68,7 +70,7 @@ class SimTask:
     spec: SimModel
     body: dict[str, Any]
     created_at: float
-    outcome: str  # succeeded | failed | expired
+    outcome: str  # succeeded | failed | expired | held (queued for good)
     cancelled_at: float | None = None
     deleted: bool = False
     pace: float = 1.0  # this task's factor on the configured timings
@@ -85,7 +87,7 @@ class SimTask:
         """The state this task is in at `now`."""
         if self.cancelled_at is not None:
             return "cancelled"
-        if now < self.started_at(config):
+        if self.outcome == "held" or now < self.started_at(config):
             return "queued"
         if now < self.finished_at(config):
             return "running"
@@ -100,6 +102,7 @@ class SimulatorState:
     tasks: dict[str, SimTask] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     peak_open: int = 0
+    open_ids: set[str] = field(default_factory=set)  # tasks not yet seen ended
     rng: random.Random = field(default_factory=random.Random)
 
     recent: dict[str, list[float]] = field(default_factory=dict)
@@ -126,12 +129,16 @@ class SimulatorState:
         return False
 
     def open_tasks(self, now: float) -> int:
-        """Tasks queued or running now (what the account's concurrency and queue limits see)."""
-        return sum(
-            1
-            for task in self.tasks.values()
-            if not task.deleted and task.status(self.config, now) in ("queued", "running")
-        )
+        """Tasks queued or running now (what the account's concurrency and queue limits see).
+
+        A task that has ended never opens again, so only the ones still open are looked at:
+        a create costs the same after a million tasks as after ten.
+        """
+        for task_id in list(self.open_ids):
+            task = self.tasks.get(task_id)
+            if task is None or task.deleted or task.status(self.config, now) not in OPEN:
+                self.open_ids.discard(task_id)
+        return len(self.open_ids)
 
     def create(self, body: dict[str, Any], spec: SimModel, now: float) -> SimTask:
         """Record a new task and decide its outcome."""
@@ -143,6 +150,8 @@ class SimulatorState:
             outcome = "failed"
         elif "[sim:expire]" in prompt:
             outcome = "expired"
+        elif "[sim:hold]" in prompt:
+            outcome = "held"
         jitter = self.config.timing_jitter
         task = SimTask(
             id=self._new_id(now),
@@ -153,6 +162,7 @@ class SimulatorState:
             pace=self.rng.uniform(1 - jitter, 1 + jitter) if jitter else 1.0,
         )
         self.tasks[task.id] = task
+        self.open_ids.add(task.id)
         self.peak_open = max(self.peak_open, self.open_tasks(now))
         return task
 

@@ -29,7 +29,12 @@ from app.errors import (
 )
 from app.ids import new_task_id
 from app.keys.service import AuthContext
-from app.limits.inflight import enforce_in_flight, lock_gateway
+from app.limits.inflight import (
+    enforce_in_flight,
+    in_flight_caps,
+    in_flight_refusal,
+    lock_gateway,
+)
 from app.resources import Resources
 from app.tasks import repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
@@ -109,11 +114,12 @@ async def _record(
     auth: AuthContext,
     resources: Resources,
 ) -> None:
-    """Check budgets and in-flight caps and insert task + reservation, in one transaction.
+    """Check budgets and in-flight caps and insert task + reservation, atomically.
 
     The gateway-wide lock serialises every create, so it is taken last, leaving only the
-    in-flight count and the inserts in its critical section; the price and the budget (under the
-    user's own lock) are settled before it.
+    in-flight count and the inserts in its critical section. Without a budget, on PostgreSQL,
+    that is one statement (the lock held only while the server runs it); with one, the
+    user's lock and the spend come first, in one transaction with the rest.
     """
     tokens = estimate_tokens(task, request.spec)
     try:
@@ -125,12 +131,24 @@ async def _record(
             cache=resources.prices,
         )
         reservation = reserve_entry(task, tokens=tokens, price=price)
-        await enforce_budgets(  # takes the user's lock when there is a budget to enforce
+        budgets = await budgets_for(
+            session, user_id=task.user_id, key_id=task.key_id, cache=resources.budgets
+        )
+        caps = in_flight_caps(auth, resources.settings)
+        if not budgets and session.get_bind().dialect.name == "postgresql":
+            # Ends the cache lookups' read, if any, and keeps an expired Idempotency-Key's
+            # release (expired, it is free to reuse whatever happens next).
+            await session.commit()
+            refused = await repository.record_create(
+                resources.autocommit_engine, task=task, reserve=reservation, caps=caps
+            )
+            if refused is not None:
+                raise in_flight_refusal(refused, cap=caps[refused], settings=resources.settings)
+            return
+        await enforce_budgets(  # takes the user's lock: there is a budget to enforce
             session,
             user_id=task.user_id,
-            budgets=await budgets_for(
-                session, user_id=task.user_id, key_id=task.key_id, cache=resources.budgets
-            ),
+            budgets=budgets,
             add_micros=reservation.cost_micros,
             add_tokens=tokens,
         )

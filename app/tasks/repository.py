@@ -7,6 +7,7 @@ The list's page and its total come from one query (the total as a subquery run o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,9 +16,12 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
 
-from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
+from app.limits.inflight import GLOBAL_CREATE_LOCK
+from app.tasks.models import OPEN_STATUSES, VISIBLE_STATUSES, Task, TaskStatus
 from app.tasks.schemas import TaskListQuery
+from app.usage.models import LedgerEntry
 
 TASKS = Task.__table__  # type: ignore[attr-defined]
 # The statuses a client may see, as a constant SQL fragment (no list to expand per request).
@@ -59,6 +63,12 @@ _STORE_CREATED = (
 )
 
 
+_RECORD_CREATE = text(
+    "SELECT sgw_record_create(CAST(:task AS jsonb), CAST(:reserve AS jsonb), :lock_key, "
+    ":open_statuses, :key_cap, :user_cap, :gateway_cap)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
     """What an answer about a task needs of its row."""
@@ -96,6 +106,33 @@ async def store_created(
     async with engine.connect() as connection:
         result = await connection.execute(_STORE_CREATED, params)
     return bool(result.rowcount == 1)
+
+
+async def record_create(
+    engine: AsyncEngine, *, task: Task, reserve: LedgerEntry, caps: dict[str, int]
+) -> str | None:
+    """PostgreSQL: insert a task and its reservation unless one more open task would exceed a
+    cap, in one statement outside any transaction (`sgw_record_create`, migration 0006): the
+    gateway-wide create lock is held only while the server runs it. Returns the scope whose cap
+    is reached, or None once recorded."""
+    params = {
+        "task": _row_json(task),
+        "reserve": _row_json(reserve),
+        "lock_key": GLOBAL_CREATE_LOCK,
+        "open_statuses": sorted(OPEN_STATUSES),
+        "key_cap": caps["Key"],
+        "user_cap": caps["User"],
+        "gateway_cap": caps["Gateway"],
+    }
+    async with engine.connect() as connection:
+        refused = (await connection.execute(_RECORD_CREATE, params)).scalar_one()
+    return None if refused is None else str(refused)
+
+
+def _row_json(row: SQLModel) -> str:
+    table = row.__table__  # type: ignore[attr-defined]
+    values = {column.name: getattr(row, column.name) for column in table.columns}
+    return json.dumps(values, default=lambda value: value.isoformat())
 
 
 async def task_page(
