@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+async def forward(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    before_each: Callable[[], Awaitable[None]],
+) -> None:
+    """Copy `reader` to `writer` chunk by chunk, awaiting `before_each` before each chunk."""
     try:
         while chunk := await reader.read(65536):
-            await asyncio.sleep(delay)
+            await before_each()
             writer.write(chunk)
             await writer.drain()
     except ConnectionError:
@@ -24,7 +30,10 @@ async def serve(listen_port: int, target_port: int, delay: float) -> None:
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port)
-        await asyncio.gather(_pipe(client_r, server_w, delay), _pipe(server_r, client_w, delay))
+        await asyncio.gather(
+            forward(client_r, server_w, lambda: asyncio.sleep(delay)),
+            forward(server_r, client_w, lambda: asyncio.sleep(delay)),
+        )
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
     async with server:

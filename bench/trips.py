@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from bench.delay_proxy import forward
 from bench.stack import CREATE_BODY, MASTER_KEY, TASKS, bench_stack
 from tests.e2e.processes import free_port
 
@@ -53,24 +54,18 @@ class CountingForwarder:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         await asyncio.gather(
-            self._pipe(reader, upstream_w, count=True), self._pipe(upstream_r, writer, count=False)
+            forward(reader, upstream_w, self._count), forward(upstream_r, writer, _nothing)
         )
 
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, count: bool
-    ) -> None:
-        try:
-            while chunk := await reader.read(65536):
-                self.sends += count
-                writer.write(chunk)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    async def _count(self) -> None:
+        self.sends += 1
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _via(url: str, port: int) -> str:
