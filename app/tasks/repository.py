@@ -1,8 +1,11 @@
-"""Task reads on the request hot paths: Core statements, one round trip each, no transaction.
+"""Task SQL of the request hot paths: Core statements built once, one round trip each, outside
+any transaction where one statement is the whole unit of work.
 
 A retrieve or a list only reads, so it runs on an autocommit connection (no BEGIN, no ROLLBACK
 round trips) and selects the columns an answer needs into plain records (no ORM identity map).
-The list's page and its total come from one query (the total as a subquery run once).
+The list's page and its total come from one query (the total as a subquery run once). A create
+is recorded by one statement on PostgreSQL (`record_create`) and its upstream answer stored by
+another (`store_created`).
 """
 
 from __future__ import annotations

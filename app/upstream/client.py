@@ -77,7 +77,7 @@ class UpstreamClient:
     async def list_tasks(
         self, params: list[tuple[str, str | int]], *, request_id: str
     ) -> dict[str, Any]:
-        """GET the account's task list (used only to reconcile creates of unknown outcome)."""
+        """GET the account's task list (open tasks observed in bulk; unknown creates reconciled)."""
         return await self._call("GET", TASKS_PATH, request_id=request_id, params=params)
 
     async def delete_task(self, upstream_id: str, *, request_id: str) -> None:
