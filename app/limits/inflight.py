@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.config import Settings
 from app.errors import TooManyRequests
 from app.keys.service import AuthContext
-from app.tasks.models import OPEN_STATUSES, Task
+from app.tasks.models import OPEN_STATUSES, Task, status_in
 
 # Key of the PostgreSQL advisory lock that serialises creates for the gateway-wide cap.
 GLOBAL_CREATE_LOCK = 0x5365_6564  # "Seed"
@@ -23,7 +23,7 @@ GLOBAL_CREATE_LOCK = 0x5365_6564  # "Seed"
 # SQLite has one write lock for the whole database; a write that changes nothing takes it.
 _SQLITE_WRITE_LOCK = text("UPDATE tasks SET status = status WHERE 1 = 0")
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=GLOBAL_CREATE_LOCK)
-_OPEN = text("tasks.status IN (" + ", ".join(f"'{s}'" for s in sorted(OPEN_STATUSES)) + ")")
+_OPEN = status_in(OPEN_STATUSES)
 
 
 def _open_up_to(scope: ColumnElement[bool], cap: str) -> ScalarSelect[int]:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, TextClause, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
@@ -58,6 +58,12 @@ VISIBLE_STATUSES = frozenset(
         TaskStatus.EXPIRED,
     }
 )
+
+
+def status_in(statuses: frozenset[TaskStatus]) -> TextClause:
+    """`tasks.status IN (...)` with the statuses as constants of the SQL: a statement built once
+    binds no list to expand on every execution (the statuses are ours, never a client's)."""
+    return text("tasks.status IN (" + ", ".join(f"'{s}'" for s in sorted(statuses)) + ")")
 
 
 class Task(SQLModel, table=True):

@@ -22,15 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from app.limits.inflight import GLOBAL_CREATE_LOCK
-from app.tasks.models import OPEN_STATUSES, VISIBLE_STATUSES, Task, TaskStatus
+from app.tasks.models import OPEN_STATUSES, VISIBLE_STATUSES, Task, TaskStatus, status_in
 from app.tasks.schemas import TaskListQuery
 from app.usage.models import LedgerEntry
 
 TASKS = Task.__table__  # type: ignore[attr-defined]
-# The statuses a client may see, as a constant SQL fragment (no list to expand per request).
-_VISIBLE = text(
-    "tasks.status IN (" + ", ".join(f"'{status}'" for status in sorted(VISIBLE_STATUSES)) + ")"
-)
+_VISIBLE = status_in(VISIBLE_STATUSES)
 _RECORD_COLUMNS = (
     TASKS.c.id,
     TASKS.c.user_id,

@@ -84,7 +84,7 @@ async def _visible_record(resources: Resources, *, auth: AuthContext, task_id: s
     return record
 
 
-def _is_stale(task: Task | TaskRecord, window_seconds: float) -> bool:
+def _is_stale(task: TaskRecord, window_seconds: float) -> bool:
     if TaskStatus(task.status).is_terminal:
         return False
     if task.refreshed_at is None:
