@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, event, insert, text
+from sqlalchemy import BigInteger, DateTime, event, insert, text
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 logger = logging.getLogger(__name__)
@@ -135,22 +142,67 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+class TurnSlot(SQLModel, table=True):
+    """When a turn's holder may next make a paced call, kept so a new holder honours it."""
+
+    __tablename__ = "turn_slots"
+
+    lock_key: int = Field(sa_type=BigInteger, primary_key=True)
+    free_at: datetime = Field(sa_type=UTCDateTime)
+
+
+@dataclass
+class Turn:
+    """A turn held (or not) by this process; on PostgreSQL, the connection that holds it.
+
+    A holder that dies cannot wait out the gap after its last paced call before the next holder
+    starts, so it books each call's gap in `turn_slots` and a new holder starts after it.
+    """
+
+    held: bool
+    lock_key: int
+    connection: AsyncConnection | None = None
+    _booking: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def seconds_until_free(self) -> float:
+        """How long until the last holder's booked gap ends (0 when none is booked)."""
+        if self.connection is None:
+            return 0.0
+        wait = text(
+            "SELECT GREATEST(EXTRACT(EPOCH FROM free_at - clock_timestamp()), 0) "
+            "FROM turn_slots WHERE lock_key = :key"
+        ).bindparams(key=self.lock_key)
+        return float(await self.connection.scalar(wait) or 0.0)
+
+    async def book(self, gap_seconds: float) -> None:
+        """Note that the next paced call may go out `gap_seconds` from now, at the earliest."""
+        if self.connection is None:
+            return
+        book = text(
+            "INSERT INTO turn_slots (lock_key, free_at) "
+            "VALUES (:key, clock_timestamp() + make_interval(secs => :gap)) "
+            "ON CONFLICT (lock_key) DO UPDATE SET free_at = EXCLUDED.free_at"
+        ).bindparams(key=self.lock_key, gap=gap_seconds)
+        async with self._booking:  # one connection: one statement at a time
+            await self.connection.execute(book)
+
+
 @contextlib.asynccontextmanager
-async def exclusive_turn(engine: AsyncEngine, lock_key: int) -> AsyncIterator[bool]:
+async def exclusive_turn(engine: AsyncEngine, lock_key: int) -> AsyncIterator[Turn]:
     """Whether this process holds PostgreSQL advisory lock `lock_key`, held for the block.
 
     Only one holder at a time across every process on the database; a process that dies loses
     the lock with its connection. SQLite serves one process, so there it is always granted.
     """
     if engine.dialect.name != "postgresql":
-        yield True
+        yield Turn(held=True, lock_key=lock_key)
         return
     async with engine.connect() as connection:
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
         lock = text("SELECT pg_try_advisory_lock(:key)").bindparams(key=lock_key)
         held = bool(await autocommit.scalar(lock))
         try:
-            yield held
+            yield Turn(held=held, lock_key=lock_key, connection=autocommit if held else None)
         finally:
             if held:
                 unlock = text("SELECT pg_advisory_unlock(:key)").bindparams(key=lock_key)

@@ -2,6 +2,7 @@
 
 from sqlmodel import SQLModel
 
+from app.db import TurnSlot
 from app.keys.models import ApiKey, User
 from app.tasks.models import CallbackDelivery, Task
 from app.usage.models import Budget, LedgerEntry, Price
@@ -15,6 +16,7 @@ __all__ = [
     "LedgerEntry",
     "Price",
     "Task",
+    "TurnSlot",
     "User",
     "metadata",
 ]

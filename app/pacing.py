@@ -24,6 +24,10 @@ class Pacer:
         if slot > now:
             await asyncio.sleep(slot - now)
 
+    def hold_off(self, seconds: float) -> None:
+        """Grant no call sooner than `seconds` from now (another process's call came last)."""
+        self._next_slot = max(self._next_slot, time.monotonic() + seconds)
+
     async def drain(self) -> None:
         """Return once the slot after the last granted call has come (a clean hand-over)."""
         delay = self._next_slot - time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import timedelta
 
@@ -303,3 +304,27 @@ async def test_unknown_create_beyond_the_list_scan_waits_instead_of_being_reject
     assert task.status == "succeeded" and sim_state.tasks[task.upstream_id].body["content"][0][
         "text"
     ].endswith("] fox")
+
+
+async def test_a_replica_taking_over_from_a_stopped_one_keeps_the_list_budget(
+    make_pg_gateway, sim_state: SimulatorState, sim_config
+) -> None:
+    """The first replica is stopped (cancelled) right after its list call, before its gap ran
+    out; the second one takes the turn at once but must not list within the same second."""
+    sim_config.queued_seconds = 3600
+    replicas = [await make_pg_gateway(), await make_pg_gateway()]
+    client = await replicas[0].user_client("alice")
+    await client.post(TASKS, json=body("fox"))
+    first, second = (poller_for(replica.app.state.resources) for replica in replicas)
+
+    cycle = asyncio.create_task(first.run_once())
+    deadline = time.monotonic() + 10
+    while sim_state.calls["list"] < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    cycle.cancel()  # in its drain: the turn is given up before the gap after its list ran out
+    with contextlib.suppress(asyncio.CancelledError):
+        await cycle
+
+    assert await second.run_once() == 1  # the task, shown by the list
+    assert sim_state.calls["list"] == 2
+    assert sim_state.calls["list_refused"] == 0

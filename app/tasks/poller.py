@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -98,16 +99,23 @@ class Poller:
     async def run_once(self) -> int:
         """One cycle, if no other replica is in one: returns how many tasks were checked (shown
         by the list or claimed for a retrieve)."""
-        async with exclusive_turn(self.engine, POLLER_TURN_LOCK) as my_turn:
-            if not my_turn:
+        async with exclusive_turn(self.engine, POLLER_TURN_LOCK) as turn:
+            if not turn.held:
                 return 0
-            checked = await self._cycle()
+            # The last holder may have died just after a list call, before its gap ran out.
+            self.list_pacer.hold_off(await turn.seconds_until_free())
+
+            async def pace_list() -> None:
+                await self.list_pacer.wait()
+                await turn.book(1.0 / LIST_CALLS_PER_SECOND)
+
+            checked = await self._cycle(pace_list)
             # Keep the turn until the budget's next slot, so the next replica cannot burst.
             await asyncio.gather(self.pacer.drain(), self.list_pacer.drain())
             return checked
 
-    async def _cycle(self) -> int:
-        observed = await self._observe()
+    async def _cycle(self, pace_list: Callable[[], Awaitable[None]]) -> int:
+        observed = await self._observe(pace_list)
         task_ids = await self._claim()
         slots = asyncio.Semaphore(self.config.concurrency)
 
@@ -131,27 +139,29 @@ class Poller:
         # cycle's changes queued.
         await asyncio.gather(
             *(refresh(task_id) for task_id in to_refresh),
-            self._reconcile(unknown),
+            self._reconcile(unknown, pace_list),
             deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks),
         )
         await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
         return observed + len(task_ids)
 
-    async def _observe(self) -> int:
+    async def _observe(self, pace_list: Callable[[], Awaitable[None]]) -> int:
         try:
             return await observe_open_tasks(
-                self.sessionmaker, upstream=self.upstream, pace=self.list_pacer.wait
+                self.sessionmaker, upstream=self.upstream, pace=pace_list
             )
         except Exception:
             logger.exception("poller: observing the open tasks failed")
             return 0
 
-    async def _reconcile(self, unknown: list[Task]) -> None:
+    async def _reconcile(
+        self, unknown: list[Task], pace_list: Callable[[], Awaitable[None]]
+    ) -> None:
         if not unknown:
             return
         try:
             await reconcile_unknowns(
-                self.sessionmaker, upstream=self.upstream, tasks=unknown, pace=self.list_pacer.wait
+                self.sessionmaker, upstream=self.upstream, tasks=unknown, pace=pace_list
             )
         except Exception:
             logger.exception("poller: reconciling %d unknown creates failed", len(unknown))
