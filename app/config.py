@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from functools import cached_property
 
 from limits import parse_many
@@ -75,6 +76,30 @@ class Settings(BaseSettings):
     # Callbacks reach public addresses only; these networks (CIDRs) are allowed besides.
     callback_allowed_networks: list[str] = Field(default_factory=list)
 
+    # Browser front ends. Origins (exact, e.g. https://app.example.com) whose pages may call the
+    # API; none by default. Browser tokens are signed with the first secret and checked with
+    # each (rotate: put a new one first, drop the old one after an hour); unset, a secret
+    # derived from the admin token signs them, and without that, browser tokens are off.
+    cors_origins: list[str] = Field(default_factory=list)
+    browser_token_secrets: list[SecretStr] = Field(default_factory=list)
+
+    # Archive: finished videos (and last frames) copied into storage of the gateway's own before
+    # the upstream's links expire (24 h), served from there. Off when unset; `file:///dir` or
+    # `s3://bucket/prefix` (endpoint and credentials below, or the usual AWS_* environment).
+    archive_url: str | None = None
+    archive_s3_endpoint_url: str | None = None
+    archive_s3_region: str | None = None
+    archive_s3_access_key_id: str | None = None
+    archive_s3_secret_access_key: SecretStr | None = None
+    # Archived files are deleted this many days after they were archived (0: kept for good).
+    archive_retention_days: int = Field(default=0, ge=0)
+    # Copies failing this many times in a row are given up (visible to admins on the task).
+    archive_max_attempts: int = Field(default=8, ge=1)
+    # With the archive on, task objects link to gateway URLs signed for this long.
+    output_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    # The gateway's address as clients reach it, for those links (default: the request's own).
+    public_base_url: str | None = None
+
     # Demo mode (no upstream key): the simulator runs in the same process on this port.
     demo_simulator_port: int = 8001
 
@@ -96,6 +121,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "GATEWAY_UPSTREAM_API_KEY is a placeholder; set a real key or unset it"
             )
+        if any(len(secret.get_secret_value()) < 32 for secret in self.browser_token_secrets):
+            raise ValueError("each GATEWAY_BROWSER_TOKEN_SECRETS entry needs 32+ characters")
+        if any(origin.rstrip("/") != origin or "://" not in origin for origin in self.cors_origins):
+            raise ValueError("GATEWAY_CORS_ORIGINS takes exact origins like https://app.example")
+        if self.archive_url and not self.archive_url.startswith(("file:///", "s3://")):
+            raise ValueError("GATEWAY_ARCHIVE_URL must be file:///dir or s3://bucket/prefix")
         if self.admin_token is not None:
             token = self.admin_token.get_secret_value()
             if token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < 16:
@@ -114,9 +145,23 @@ class Settings(BaseSettings):
         return self.upstream_api_key.get_secret_value()
 
     def secrets(self) -> list[str]:
-        """Every secret the logs must never show: the master key and the admin token."""
+        """Every secret the logs must never show: the master key, the admin token and the
+        browser-token signing secrets."""
         admin = self.admin_token.get_secret_value() if self.admin_token is not None else ""
-        return [secret for secret in (self.upstream_key(), admin) if secret]
+        signing = [secret.get_secret_value() for secret in self.browser_token_secrets]
+        s3 = self.archive_s3_secret_access_key
+        archive = s3.get_secret_value() if s3 is not None else ""
+        return [secret for secret in (self.upstream_key(), admin, archive, *signing) if secret]
+
+    def token_signing_secrets(self) -> tuple[bytes, ...]:
+        """The browser-token secrets, first the one that signs; derived from the admin token
+        when none is set; none (tokens off) without either."""
+        if self.browser_token_secrets:
+            return tuple(s.get_secret_value().encode() for s in self.browser_token_secrets)
+        if self.admin_token is not None:
+            admin = self.admin_token.get_secret_value().encode()
+            return (hmac.new(admin, b"seedance-gateway browser tokens", "sha256").digest(),)
+        return ()
 
     def effective_upstream_base_url(self) -> str:
         """Where upstream calls go: the configured URL, or the in-process simulator in demo mode."""

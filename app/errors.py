@@ -4,12 +4,15 @@ GatewayError                      any status; renders {"error": {code, message, 
 ├── InvalidParameter              400 BadRequest
 ├── MissingParameter              400 BadRequest
 ├── AuthenticationFailed          401 Unauthorized
+├── AccessDenied                  403 Forbidden (a browser token where only a key may go)
 ├── NotFound                      404 NotFound (unknown route, unknown task, other user's task)
 │   └── ModelNotFound             404 NotFound (unknown model or one the key may not use)
 ├── MethodNotAllowed              405 MethodNotAllowed
 ├── RequestTimeout                408 RequestTimeout (the client sent its body too slowly)
 ├── Conflict                      409 Conflict
+├── Gone                          410 Gone (an output whose upstream link has expired)
 ├── PayloadTooLarge               413 RequestEntityTooLarge
+├── RangeNotSatisfiable           416 RangeNotSatisfiable, with Content-Range when known
 ├── UnprocessableEntity           422 UnprocessableEntity (an Idempotency-Key reused elsewhere)
 ├── TooManyRequests               429 TooManyRequests, with Retry-After
 ├── InternalError                 500 InternalServerError
@@ -122,6 +125,12 @@ class AuthenticationFailed(GatewayError):
         super().__init__(message)
 
 
+class AccessDenied(GatewayError):
+    status_code = 403
+    error_type = "Forbidden"
+    default_code = "AccessDenied"
+
+
 class NotFound(GatewayError):
     status_code = 404
     error_type = "NotFound"
@@ -156,10 +165,30 @@ class Conflict(GatewayError):
     default_code = "InvalidAction"
 
 
+class Gone(GatewayError):
+    status_code = 410
+    error_type = "Gone"
+    default_code = "ResourceGone"
+
+
 class PayloadTooLarge(GatewayError):
     status_code = 413
     error_type = "RequestEntityTooLarge"
     default_code = "RequestEntityTooLarge"
+
+
+class RangeNotSatisfiable(GatewayError):
+    status_code = 416
+    error_type = "RangeNotSatisfiable"
+    default_code = "InvalidRange"
+
+    def __init__(self, *, content_range: str | None = None) -> None:
+        headers = {"Content-Range": content_range} if content_range else None
+        super().__init__(
+            "The Range header is not one byte range within the content.",
+            param="Range",
+            headers=headers,
+        )
 
 
 class UnprocessableEntity(GatewayError):

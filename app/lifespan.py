@@ -13,13 +13,18 @@ from app.coalesce import Coalescer
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.keys.service import AuthCache
+from app.keys.tokens import TokenSigner
 from app.limits.clients import parse_networks
 from app.limits.rates import RateLimiter
 from app.resources import Resources
+from app.storage import ObjectStore, open_store
+from app.tasks.archive import Archiver, ArchiverConfig
 from app.tasks.callbacks import create_callback_client
 from app.tasks.poller import Poller, PollerConfig
+from app.tasks.service import output_links
 from app.ttl_cache import TtlCache
 from app.upstream.client import UpstreamClient, create_http_client
+from app.upstream.content import create_content_client
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,11 @@ async def open_resources(
         allowed_networks=parse_networks(settings.callback_allowed_networks),
         transport=callback_transport,
     )
+    downloads = create_content_client(
+        timeout=settings.upstream_timeout_seconds,
+        connect_timeout=settings.upstream_connect_timeout_seconds,
+        transport=upstream_transport,
+    )
     limiter = RateLimiter(
         redis_url=settings.redis_url,
         key_prefix=settings.redis_key_prefix,
@@ -64,7 +74,10 @@ async def open_resources(
             sessionmaker=create_sessionmaker(engine),
             upstream=UpstreamClient(http),
             callbacks=callbacks,
+            downloads=downloads,
+            store=open_store(settings),
             auth_cache=AuthCache(settings.auth_cache_seconds),
+            token_signer=TokenSigner(settings.token_signing_secrets()),
             # The same ≤ 1 s bound as keys: a deletion on another replica shows within it.
             finished_tasks=TtlCache(settings.auth_cache_seconds),
             prices=TtlCache(settings.auth_cache_seconds),
@@ -76,6 +89,7 @@ async def open_resources(
     finally:
         await limiter.close()
         await callbacks.aclose()
+        await downloads.aclose()
         await http.aclose()
         await engine.dispose()
 
@@ -94,22 +108,43 @@ def poller_for(resources: Resources) -> Poller:
             lease_seconds=settings.poll_lease_seconds,
             upstream_qps=settings.upstream_poll_qps,
         ),
+        # No request to take an address from: GATEWAY_PUBLIC_BASE_URL, else links are relative.
+        links=output_links(resources, base_url=""),
+    )
+
+
+def archiver_for(resources: Resources, store: ObjectStore) -> Archiver:
+    """The archiver configured from the settings."""
+    settings = resources.settings
+    return Archiver(
+        sessionmaker=resources.sessionmaker,
+        store=store,
+        downloads=resources.downloads,
+        config=ArchiverConfig(
+            retention_days=settings.archive_retention_days,
+            max_attempts=settings.archive_max_attempts,
+        ),
     )
 
 
 @contextlib.asynccontextmanager
 async def running_poller(resources: Resources) -> AsyncIterator[None]:
-    """Run the poller in the background for the duration of the block (if enabled)."""
+    """Run the poller, and the archiver when the archive is on, in the background for the
+    duration of the block (if enabled)."""
     if not resources.settings.poller_enabled:
         yield
         return
     stop = asyncio.Event()
-    task = asyncio.create_task(poller_for(resources).run(stop), name="poller")
+    tasks = [asyncio.create_task(poller_for(resources).run(stop), name="poller")]
+    if resources.store is not None:
+        archiver = archiver_for(resources, resources.store)
+        tasks.append(asyncio.create_task(archiver.run(stop), name="archiver"))
     try:
         yield
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(task, timeout=10)
-        except TimeoutError:
-            logger.warning("poller did not stop in time; cancelled")
+        for task in tasks:
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except TimeoutError:
+                logger.warning("%s did not stop in time; cancelled", task.get_name())

@@ -35,9 +35,16 @@ from app.errors import (
 )
 from app.health import router as health_router
 from app.lifespan import open_resources, running_poller
-from app.middleware import BodyLimitMiddleware, RequestContextMiddleware, request_id_of
+from app.middleware import (
+    BodyLimitMiddleware,
+    ListedOriginsCORS,
+    RequestContextMiddleware,
+    request_id_of,
+)
 from app.openapi import gateway_openapi
+from app.tasks.router import outputs_router
 from app.tasks.router import router as tasks_router
+from app.tokens.router import router as tokens_router
 from app.usage.router import router as usage_router
 
 logger = logging.getLogger(__name__)
@@ -69,9 +76,11 @@ def create_app(
         redoc_url=None,
     )
     app.include_router(tasks_router)
+    app.include_router(outputs_router)
     app.include_router(admin_router)
     app.include_router(billing_router)
     app.include_router(usage_router)
+    app.include_router(tokens_router)
     app.include_router(health_router)
     _install_error_handlers(app)
     app.openapi = lambda: gateway_openapi(app)  # type: ignore[method-assign]
@@ -80,8 +89,41 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         read_timeout=settings.body_read_timeout_seconds,
     )
-    app.add_middleware(RequestContextMiddleware)  # outermost: every answer gets a request id
+    app.add_middleware(RequestContextMiddleware)  # every answer gets a request id
+    if settings.cors_origins:  # outermost: a preflight is answered before anything else runs
+        app.add_middleware(
+            ListedOriginsCORS,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     return app
+
+
+# What a page may send besides the simple headers, and what it may read of an answer.
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Range",
+    "X-Client-Request-Id",
+]
+CORS_EXPOSED_HEADERS = [
+    "X-Request-Id",
+    "X-Client-Request-Id",
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Content-Range",
+    "Accept-Ranges",
+    "Content-Length",
+    "ETag",
+]
 
 
 # What the database drivers raise when the database is down, frozen or out of connections.

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -158,3 +159,15 @@ class BodyLimitMiddleware:
         response = self._too_large().to_response(request_id)
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+class ListedOriginsCORS(CORSMiddleware):
+    """CORS for the listed origins only: a request from any other origin passes through as if
+    CORS did not exist (no CORS headers at all; its preflight meets the API's own 405)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = Headers(scope=scope).get("origin") if scope["type"] == "http" else None
+        if origin is None or not self.is_allowed_origin(origin):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

@@ -4,7 +4,7 @@ from sqlmodel import SQLModel
 
 from app.db import TurnSlot
 from app.keys.models import ApiKey, User
-from app.tasks.models import CallbackDelivery, Task
+from app.tasks.models import CallbackDelivery, Task, TaskArchive
 from app.usage.models import Budget, LedgerEntry, Price
 
 metadata = SQLModel.metadata
@@ -16,6 +16,7 @@ __all__ = [
     "LedgerEntry",
     "Price",
     "Task",
+    "TaskArchive",
     "TurnSlot",
     "User",
     "metadata",

@@ -13,8 +13,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.coalesce import Coalescer
 from app.config import Settings
 from app.keys.service import AuthCache
+from app.keys.tokens import TokenSigner
 from app.limits.clients import Network
 from app.limits.rates import RateLimiter
+from app.storage import ObjectStore
 from app.ttl_cache import TtlCache
 from app.upstream.client import UpstreamClient
 
@@ -30,9 +32,14 @@ class Resources:
     sessionmaker: async_sessionmaker[AsyncSession]
     upstream: UpstreamClient
     callbacks: httpx.AsyncClient
+    # Downloads of task outputs from the upstream's presigned URLs (no credentials).
+    downloads: httpx.AsyncClient
+    # The archive's store (`GATEWAY_ARCHIVE_URL`), or None when the archive is off.
+    store: ObjectStore | None
     auth_cache: AuthCache
-    # Finished tasks' answers by task id, with their owner: (user_id, task object).
-    finished_tasks: TtlCache[tuple[str, dict[str, Any]]]
+    token_signer: TokenSigner
+    # Finished tasks' answers by task id, with their owner: (user_id, token_id, task object).
+    finished_tasks: TtlCache[tuple[str, str | None, dict[str, Any]]]
     # Price rows by model and tier, as creates read them (`app.usage.ledger.price_in_force`).
     prices: TtlCache[Any]
     # Budgets by user and key, as creates read them (`app.usage.budgets.budgets_for`).

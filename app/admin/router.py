@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 
 from app.admin.deps import require_admin
@@ -16,6 +18,7 @@ from app.admin.schemas import (
 )
 from app.db import SessionDep
 from app.keys import service
+from app.tasks import service as task_service
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -85,3 +88,10 @@ async def update_key(key_id: str, body: KeyUpdate, session: SessionDep) -> KeyPu
 async def revoke_key(key_id: str, session: SessionDep) -> KeyPublic:
     """Revoke a key; it stops working on every process within a second."""
     return KeyPublic.model_validate(await service.revoke_key(session, key_id=key_id))
+
+
+@router.get("/tasks/{task_id}")
+async def task_detail(task_id: str, session: SessionDep) -> dict[str, Any]:
+    """A task as the gateway keeps it: owner, key, token, upstream id, tokens, and its archive
+    copy's progress (attempts, last error, sizes) when the archive is on."""
+    return await task_service.task_detail(session, task_id=task_id)

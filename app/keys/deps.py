@@ -1,4 +1,5 @@
-"""The auth dependency: `CurrentKey` is the caller behind the request's bearer key."""
+"""The auth dependencies: `CurrentCaller` is the caller behind the request's bearer key or
+browser token, `CurrentKey` one that holds a key."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.errors import AuthenticationFailed
-from app.keys.service import AuthContext, authenticate, hash_key, touch_last_used
+from app.errors import AccessDenied, AuthenticationFailed
+from app.keys.service import (
+    AuthContext,
+    authenticate,
+    authenticate_token,
+    hash_key,
+    touch_last_used,
+)
+from app.keys.tokens import looks_like_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
 from app.middleware import after_success
 from app.resources import Resources, ResourcesDep
@@ -19,29 +27,49 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 256 or not token.isprintable():
+    if scheme.lower() != "bearer" or not token or len(token) > 4096 or not token.isprintable():
         raise AuthenticationFailed()
     return token
 
 
-async def current_key(request: Request, resources: ResourcesDep) -> AuthContext:
-    """Authenticate the caller; once a request of theirs has succeeded, note the key's use.
+async def current_caller(request: Request, resources: ResourcesDep) -> AuthContext:
+    """Authenticate the caller, by gateway key or browser token; once a request of theirs has
+    succeeded, note the key's use.
 
     The lookup uses a session of its own that ends before the endpoint runs, so no pooled
     connection is held while the client sends (perhaps slowly) its body.
     """
-    context = _known_key(request, resources)
+    context = _known_caller(request, resources)
     if context is None:  # not a key seen valid within the last second: the full check
         address = await refuse_throttled_client(request, resources)
         try:
-            token = bearer_token(request)
+            credential = bearer_token(request)
             async with resources.sessionmaker() as session:
-                context = await authenticate(session, plaintext=token, cache=resources.auth_cache)
+                if looks_like_token(credential):
+                    token = resources.token_signer.verify(credential)
+                    context = await authenticate_token(
+                        session, token=token, cache=resources.auth_cache
+                    )
+                else:
+                    context = await authenticate(
+                        session, plaintext=credential, cache=resources.auth_cache
+                    )
         except AuthenticationFailed:
             await count_auth_failure(resources, address)
             raise
     after_success(request, partial(_note_use, resources, context.key_id))
     return context
+
+
+CurrentCaller = Annotated[AuthContext, Depends(current_caller)]
+
+
+async def current_key(caller: CurrentCaller) -> AuthContext:
+    """The caller, who must hold a gateway key: a browser token may not mint tokens or read
+    its user's usage."""
+    if caller.token_id is not None:
+        raise AccessDenied("A browser token cannot be used here; use a gateway key.")
+    return caller
 
 
 async def _note_use(resources: Resources, key_id: str) -> None:
@@ -52,17 +80,26 @@ async def _note_use(resources: Resources, key_id: str) -> None:
             await touch_last_used(session, key_id=key_id, resolution=resolution)
 
 
-def _known_key(request: Request, resources: Resources) -> AuthContext | None:
-    """The caller, if its key was found valid within the auth cache's TTL (≤ 1 s).
+def _known_caller(request: Request, resources: Resources) -> AuthContext | None:
+    """The caller, if its key was found valid within the auth cache's TTL (≤ 1 s): a key seen
+    then, or a validly signed token of such a key.
 
     Such a request skips the failed-auth throttle's Redis read: a guesser's keys are never in
-    the cache, so a throttled address still gets nothing but 429s for them.
+    the cache (nor are forged tokens validly signed), so a throttled address still gets nothing
+    but 429s for them.
     """
     try:
-        token = bearer_token(request)
+        credential = bearer_token(request)
     except AuthenticationFailed:
         return None
-    return resources.auth_cache.get(hash_key(token))
+    if not looks_like_token(credential):
+        return resources.auth_cache.get(hash_key(credential))
+    try:
+        token = resources.token_signer.verify(credential)
+    except AuthenticationFailed:
+        return None
+    parent = resources.auth_cache.get_by_id(token.key_id)
+    return None if parent is None else parent.for_token(token)
 
 
 CurrentKey = Annotated[AuthContext, Depends(current_key)]

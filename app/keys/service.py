@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import ColumnElement, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,6 +16,7 @@ from app.db import utcnow
 from app.errors import AuthenticationFailed, Conflict, InvalidParameter, NotFound
 from app.ids import new_secret_key
 from app.keys.models import ApiKey, User
+from app.keys.tokens import BrowserToken
 from app.ttl_cache import TtlCache
 
 PREFIX_CHARS = 12
@@ -38,6 +39,19 @@ class AuthContext:
     read_rate_limit: str | None = None
     key_max_in_flight: int | None = None
     user_max_in_flight: int | None = None
+    # A browser token acting for the key: it sees only the tasks made with it, and may make
+    # at most `token_max_tasks` of them.
+    token_id: str | None = None
+    token_max_tasks: int | None = None
+
+    def for_token(self, token: BrowserToken) -> AuthContext:
+        """This key's context as narrowed by one of its browser tokens."""
+        models = self.allowed_models
+        if token.models is not None:
+            models = [m for m in token.models if models is None or m in models]
+        return replace(
+            self, allowed_models=models, token_id=token.token_id, token_max_tasks=token.max_tasks
+        )
 
 
 @dataclass
@@ -63,6 +77,14 @@ class AuthCache:
     def put(self, key_hash: str, context: AuthContext) -> None:
         """Remember a successful lookup for `ttl_seconds`."""
         self._entries.put(key_hash, context)
+
+    def get_by_id(self, key_id: str) -> AuthContext | None:
+        """A key's cached context by its id (what browser tokens name), if still fresh."""
+        return self._entries.get(f"id:{key_id}")
+
+    def put_by_id(self, key_id: str, context: AuthContext) -> None:
+        """Remember a key looked up by its id for `ttl_seconds`."""
+        self._entries.put(f"id:{key_id}", context)
 
     def claim_touch(self, key_id: str, *, resolution: float) -> bool:
         """True (and noted) if this process has not recorded `key_id`'s use in `resolution` s."""
@@ -177,20 +199,40 @@ async def authenticate(session: AsyncSession, *, plaintext: str, cache: AuthCach
     cached = cache.get(key_hash)
     if cached is not None:
         return cached
-    now = utcnow()
+    context = await _valid_key(session, col(ApiKey.key_hash) == key_hash)
+    cache.put(key_hash, context)
+    return context
+
+
+async def authenticate_token(
+    session: AsyncSession, *, token: BrowserToken, cache: AuthCache
+) -> AuthContext:
+    """The caller behind a verified browser token: its key's context (read at most once per
+    cache TTL, so a revoked key or a disabled user stops its tokens as fast as itself), as the
+    token narrows it; 401 once the key is no longer valid."""
+    parent = cache.get_by_id(token.key_id)
+    if parent is None:
+        parent = await _valid_key(session, col(ApiKey.id) == token.key_id)
+        cache.put_by_id(token.key_id, parent)
+    return parent.for_token(token)
+
+
+async def _valid_key(session: AsyncSession, where: ColumnElement[bool]) -> AuthContext:
     row = (
         await session.exec(
-            select(ApiKey, User)
-            .join(User, col(User.id) == col(ApiKey.user_id))
-            .where(ApiKey.key_hash == key_hash)
+            select(ApiKey, User).join(User, col(User.id) == col(ApiKey.user_id)).where(where)
         )
     ).first()
     if row is None:
         raise AuthenticationFailed()
     key, user = row
-    if key.revoked_at is not None or user.disabled or (key.expires_at and key.expires_at <= now):
+    if (
+        key.revoked_at is not None
+        or user.disabled
+        or (key.expires_at and key.expires_at <= utcnow())
+    ):
         raise AuthenticationFailed()
-    context = AuthContext(
+    return AuthContext(
         key_id=key.id,
         user_id=user.id,
         allowed_models=user.allowed_models,
@@ -199,8 +241,6 @@ async def authenticate(session: AsyncSession, *, plaintext: str, cache: AuthCach
         key_max_in_flight=key.max_tasks_in_flight,
         user_max_in_flight=user.max_tasks_in_flight,
     )
-    cache.put(key_hash, context)
-    return context
 
 
 async def touch_last_used(session: AsyncSession, *, key_id: str, resolution: float) -> None:

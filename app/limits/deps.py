@@ -1,4 +1,5 @@
-"""Route dependencies that apply the request-rate limits: `CreateCaller`, `ReadCaller`."""
+"""Route dependencies that apply the request-rate limits: `CreateCaller`, `ReadCaller` (a key or
+a browser token), `KeyReadCaller` (a key only)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Response
 
-from app.keys.deps import CurrentKey
+from app.keys.deps import CurrentCaller, CurrentKey
 from app.keys.service import AuthContext
 from app.limits.rates import rate_headers, refusal
 from app.resources import Resources, ResourcesDep
@@ -26,7 +27,7 @@ async def _apply(
 
 
 async def create_caller(
-    auth: CurrentKey, resources: ResourcesDep, response: Response
+    auth: CurrentCaller, resources: ResourcesDep, response: Response
 ) -> AuthContext:
     """The caller, counted against its key's create rate."""
     rate = auth.create_rate_limit or resources.settings.create_rate_limit
@@ -34,8 +35,21 @@ async def create_caller(
     return auth
 
 
-async def read_caller(auth: CurrentKey, resources: ResourcesDep, response: Response) -> AuthContext:
-    """The caller, counted against its key's read rate (retrieve, list, delete, usage)."""
+async def read_caller(
+    auth: CurrentCaller, resources: ResourcesDep, response: Response
+) -> AuthContext:
+    """The caller, counted against its key's read rate (retrieve, list, delete, content)."""
+    return await _read(auth, resources, response)
+
+
+async def key_read_caller(
+    auth: CurrentKey, resources: ResourcesDep, response: Response
+) -> AuthContext:
+    """The caller holding a key, counted against its read rate (usage, minting tokens)."""
+    return await _read(auth, resources, response)
+
+
+async def _read(auth: AuthContext, resources: Resources, response: Response) -> AuthContext:
     rate = auth.read_rate_limit or resources.settings.read_rate_limit
     await _apply(resources, response, rate=rate, name="read", key_id=auth.key_id)
     return auth
@@ -43,3 +57,4 @@ async def read_caller(auth: CurrentKey, resources: ResourcesDep, response: Respo
 
 CreateCaller = Annotated[AuthContext, Depends(create_caller)]
 ReadCaller = Annotated[AuthContext, Depends(read_caller)]
+KeyReadCaller = Annotated[AuthContext, Depends(key_read_caller)]

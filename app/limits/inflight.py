@@ -12,9 +12,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.config import Settings
-from app.errors import TooManyRequests
+from app.errors import AccessDenied, GatewayError, TooManyRequests
 from app.keys.service import AuthContext
-from app.tasks.models import OPEN_STATUSES, Task, status_in
+from app.tasks.models import OPEN_STATUSES, Task, TaskStatus, status_in
 
 # Key of the PostgreSQL advisory lock that serialises creates for the gateway-wide cap.
 GLOBAL_CREATE_LOCK = 0x5365_6564  # "Seed"
@@ -41,6 +41,15 @@ _OPEN_COUNTS = select(
     _open_up_to(true(), "gateway_cap"),
 )
 
+# The tasks a browser token has made (those the upstream refused aside), up to its allowance.
+_TOKEN_MADE = select(func.count()).select_from(
+    select(literal(1))
+    .select_from(Task)
+    .where(col(Task.token_id) == bindparam("token_id"), col(Task.status) != TaskStatus.REJECTED)
+    .limit(bindparam("token_cap"))
+    .subquery()
+)
+
 
 async def lock_gateway(session: AsyncSession) -> None:
     """Serialise creates across all users until commit."""
@@ -58,8 +67,15 @@ def in_flight_caps(auth: AuthContext, settings: Settings) -> dict[str, int]:
     }
 
 
-def in_flight_refusal(scope: str, *, cap: int, settings: Settings) -> TooManyRequests:
-    """The 429 for a cap that one more open task would exceed."""
+def in_flight_refusal(scope: str, *, auth: AuthContext, settings: Settings) -> GatewayError:
+    """The 429 for a cap that one more open task would exceed; the 403 for a browser token
+    whose allowance of tasks is used up (waiting would not help)."""
+    if scope == "Token":
+        return AccessDenied(
+            f"This browser token may create at most {auth.token_max_tasks} tasks.",
+            code="TokenTaskLimitExceeded",
+        )
+    cap = in_flight_caps(auth, settings)[scope]
     who = {"Key": "this key", "User": "this user"}.get(scope, "the gateway")
     return TooManyRequests(
         f"Too many tasks in flight for {who} (at most {cap}); retry when one finishes.",
@@ -71,18 +87,23 @@ def in_flight_refusal(scope: str, *, cap: int, settings: Settings) -> TooManyReq
 async def enforce_in_flight(
     session: AsyncSession, *, auth: AuthContext, settings: Settings
 ) -> None:
-    """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap."""
+    """429 `ConcurrencyLimitExceeded.*` if one more open task would exceed a cap; 403 if a
+    browser token has made all the tasks it may."""
+    connection = await session.connection()  # Core statements: no ORM execution path
+    if auth.token_max_tasks is not None:
+        params = {"token_id": auth.token_id, "token_cap": auth.token_max_tasks}
+        if (await connection.execute(_TOKEN_MADE, params)).scalar_one() >= auth.token_max_tasks:
+            raise in_flight_refusal("Token", auth=auth, settings=settings)
     caps = in_flight_caps(auth, settings)
     params = {
         "key_id": auth.key_id,
         "user_id": auth.user_id,
         **{f"{scope.lower()}_cap": cap for scope, cap in caps.items()},
     }
-    connection = await session.connection()  # a Core statement: no ORM execution path
     counts = (await connection.execute(_OPEN_COUNTS, params)).one()
     for (scope, cap), open_now in zip(caps.items(), counts, strict=True):
         if open_now >= cap:
-            raise in_flight_refusal(scope, cap=cap, settings=settings)
+            raise in_flight_refusal(scope, auth=auth, settings=settings)
 
 
 def _cap(override: int | None, default: int) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.simulator.media import KINDS, access_denied, serve, valid_signature
 from app.simulator.state import SimConfig, SimulatorState, now, supported_model
 
 TASKS = "/api/v3/contents/generations/tasks"
@@ -23,9 +24,6 @@ TASKS = "/api/v3/contents/generations/tasks"
 def new_request_id() -> str:
     """An upstream-shaped request id: '021', a 13-digit ms timestamp, 37 hex digits."""
     return f"021{int(time.time() * 1000):013d}{secrets.token_hex(19)[:37]}"
-
-
-_FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 64
 
 
 def _error(
@@ -222,9 +220,30 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
         state.peak_open = 0
         return {"status": "reset"}
 
-    @app.get("/_sim/videos/{name}")
-    async def video(name: str) -> Response:
-        return Response(_FAKE_MP4, media_type="video/mp4")
+    @app.get("/_sim/{kind}/{name}")
+    async def output(kind: str, name: str, request: Request) -> Response:
+        """A task's video or last frame, as object storage serves it (presigned, ranged)."""
+        query = request.query_params
+        valid = kind in KINDS and valid_signature(
+            request.url.path,
+            expires=query.get("X-Tos-Expires", ""),
+            signature=query.get("X-Tos-Signature", ""),
+            secret=config.api_key,
+            now=now(),
+        )
+        state.count(f"download_{kind}" if valid else "download_refused")
+        if "authorization" in request.headers:  # a presigned URL needs none: a leak
+            state.count("download_with_credentials")
+        if not valid:
+            return access_denied()
+        if state.rng.random() < config.download_error_rate:
+            state.count("download_failed")
+            return Response("storage failure", status_code=500)
+        return serve(
+            kind,
+            range_header=request.headers.get("range"),
+            if_none_match=request.headers.get("if-none-match"),
+        )
 
     return app
 

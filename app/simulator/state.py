@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from app.simulator.media import signed_url
 from app.simulator.tables import MODELS, SimModel, output_of
 
 _UTC8 = timezone(timedelta(hours=8))
@@ -50,6 +51,9 @@ class SimConfig:
     list_qps: int = 1
     delete_qps: int = 20
     public_base_url: str = "http://127.0.0.1:8001"
+    # A finished task's output URLs stop working this long after it finished (upstream: 24 h).
+    url_ttl_seconds: float = 86_400.0
+    download_error_rate: float = 0.0  # share of output downloads answered 500
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply known knobs from `changes`; unknown names are ignored."""
@@ -204,13 +208,23 @@ class SimulatorState:
             view["duration"] = output.duration
         if status == "succeeded":
             tokens = output.tokens
-            view["content"] = {
-                "video_url": f"{self.config.public_base_url}/_sim/videos/{task.id}.mp4"
-            }
+            view["content"] = self._outputs(task)
             view["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
         elif status == "failed":
             view["error"] = dict(_FAILURE)
         return view
+
+    def _outputs(self, task: SimTask) -> dict[str, str]:
+        """Presigned URLs of a succeeded task's video (and last frame, when asked for)."""
+        expires_at = int(task.finished_at(self.config) + self.config.url_ttl_seconds)
+        paths = {"video_url": f"/_sim/videos/{task.id}.mp4"}
+        if task.body.get("return_last_frame") is True:
+            paths["last_frame_url"] = f"/_sim/frames/{task.id}.jpg"
+        base, secret = self.config.public_base_url, self.config.api_key
+        return {
+            name: signed_url(base, path, expires_at=expires_at, secret=secret)
+            for name, path in paths.items()
+        }
 
     def _changed_at(self, task: SimTask, now: float) -> float:
         if task.cancelled_at is not None:

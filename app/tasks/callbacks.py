@@ -26,7 +26,7 @@ from app.db import utcnow
 from app.limits.clients import Network
 from app.tasks.callback_guard import CallbackHostRefused, PublicOnlyTransport
 from app.tasks.models import CallbackDelivery, Task, TaskStatus
-from app.tasks.render import public_view
+from app.tasks.render import OutputLinks, public_view
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +81,17 @@ def create_callback_client(
 
 
 async def deliver_due(
-    *, sessionmaker: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, batch_size: int = 50
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    links: OutputLinks | None = None,
+    batch_size: int = 50,
 ) -> int:
     """Claim and send the deliveries that are due; returns how many were attempted.
 
     Tasks are served side by side (a slow receiver holds up only its own task's callbacks);
-    each task's callbacks go in the order of its status changes.
+    each task's callbacks go in the order of its status changes. With `links` (the archive
+    on), a payload's output URLs are the gateway's, signed as it is sent.
     """
     deliveries = await _claim(sessionmaker, batch_size)
     by_task: dict[str, list[CallbackDelivery]] = {}
@@ -97,7 +102,7 @@ async def deliver_due(
     async def send_in_order(queue: list[CallbackDelivery]) -> None:
         async with slots:
             for delivery in queue:
-                error = await _post(http, delivery)
+                error = await _post(http, delivery, links)
                 async with sessionmaker() as session:
                     await session.exec(
                         update(CallbackDelivery)
@@ -155,9 +160,14 @@ async def _claim(
     return due
 
 
-async def _post(http: httpx.AsyncClient, delivery: CallbackDelivery) -> str | None:
+async def _post(
+    http: httpx.AsyncClient, delivery: CallbackDelivery, links: OutputLinks | None
+) -> str | None:
+    payload = dict(delivery.payload)
+    if links is not None and isinstance(payload.get("content"), dict):
+        payload["content"] = links.rewrite(delivery.task_id, payload["content"])
     try:
-        response = await http.post(delivery.url, json=delivery.payload)
+        response = await http.post(delivery.url, json=payload)
     except CallbackHostRefused as exc:
         return f"{type(exc).__name__}: {exc}"
     except httpx.HTTPError as exc:

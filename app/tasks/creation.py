@@ -83,6 +83,7 @@ async def create_task(
         id=new_task_id(),
         user_id=auth.user_id,
         key_id=auth.key_id,
+        token_id=auth.token_id,
         model=request.model,
         service_tier=request.service_tier,
         resolution=request.resolution,
@@ -95,6 +96,7 @@ async def create_task(
         idempotency_key=idempotency_key,
         request_fingerprint=request.fingerprint,
         seed=request.seed,
+        archive=resources.store is not None,
         next_check_at=utcnow() + _submit_grace(resources.settings),
     )
     await _record(
@@ -140,10 +142,14 @@ async def _record(
             # release (expired, it is free to reuse whatever happens next).
             await session.commit()
             refused = await repository.record_create(
-                resources.autocommit_engine, task=task, reserve=reservation, caps=caps
+                resources.autocommit_engine,
+                task=task,
+                reserve=reservation,
+                caps=caps,
+                token_cap=auth.token_max_tasks,
             )
             if refused is not None:
-                raise in_flight_refusal(refused, cap=caps[refused], settings=resources.settings)
+                raise in_flight_refusal(refused, auth=auth, settings=resources.settings)
             return
         await enforce_budgets(  # takes the user's lock: there is a budget to enforce
             session,

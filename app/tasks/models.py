@@ -81,6 +81,8 @@ class Task(SQLModel, table=True):
     upstream_id: str | None = Field(default=None, unique=True, max_length=128)
     user_id: str = Field(foreign_key="users.id", max_length=32)
     key_id: str = Field(foreign_key="api_keys.id", max_length=32)
+    # The browser token it was made with, if any: that token sees only its own tasks.
+    token_id: str | None = Field(default=None, max_length=32, index=True)
     model: str = Field(max_length=128)
     service_tier: str = Field(default="default", max_length=16)
     status: str = Field(default=TaskStatus.SUBMITTING, max_length=16)
@@ -110,6 +112,9 @@ class Task(SQLModel, table=True):
 
     # Consecutive failed refreshes: the poller backs off exponentially on them.
     check_failures: int = Field(default=0)
+    # Whether its outputs are copied into the gateway's archive once it succeeds (the archive
+    # was on when it was created).
+    archive: bool = Field(default=False)
 
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -138,3 +143,37 @@ class CallbackDelivery(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ArchiveStatus(StrEnum):
+    """Where a succeeded task's copy stands."""
+
+    PENDING = "pending"  # to copy (again, after a failed attempt, at `next_attempt_at`)
+    ARCHIVED = "archived"  # in the store; served from there
+    FAILED = "failed"  # given up (the upstream's link expired, or too many failures)
+    DELETED = "deleted"  # removed after the retention period
+
+
+class TaskArchive(SQLModel, table=True):
+    """The copy of a succeeded task's outputs in the gateway's own storage."""
+
+    __tablename__ = "task_archives"
+    __table_args__ = (Index("ix_task_archives_due", "status", "next_attempt_at"),)
+
+    task_id: str = Field(foreign_key="tasks.id", primary_key=True, max_length=64)
+    status: str = Field(default=ArchiveStatus.PENDING, max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=255)
+    # The outputs in the store: object key, size, SHA-256 (the ETag), media type.
+    video_key: str | None = Field(default=None, max_length=255)
+    video_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    video_sha256: str | None = Field(default=None, max_length=64)
+    video_type: str | None = Field(default=None, max_length=64)
+    frame_key: str | None = Field(default=None, max_length=255)
+    frame_bytes: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    frame_sha256: str | None = Field(default=None, max_length=64)
+    frame_type: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    archived_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delete_after: datetime | None = Field(default=None, sa_type=UTCDateTime)

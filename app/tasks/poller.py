@@ -34,6 +34,7 @@ from app.tasks.callbacks import deliver_due
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
 from app.tasks.observe import observe_open_tasks
 from app.tasks.reconcile import reconcile_unknowns
+from app.tasks.render import OutputLinks
 from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
 from app.upstream.client import UpstreamClient
 
@@ -70,6 +71,8 @@ class Poller:
     upstream: UpstreamClient
     callbacks: httpx.AsyncClient
     config: PollerConfig
+    # The gateway's output links for callback payloads (the archive on), else None.
+    links: OutputLinks | None = None
     pacer: Pacer = field(init=False)
     list_pacer: Pacer = field(init=False)
 
@@ -140,9 +143,9 @@ class Poller:
         await asyncio.gather(
             *(refresh(task_id) for task_id in to_refresh),
             self._reconcile(unknown, pace_list),
-            deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks),
+            deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks, links=self.links),
         )
-        await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks)
+        await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks, links=self.links)
         return observed + len(task_ids)
 
     async def _observe(self, pace_list: Callable[[], Awaitable[None]]) -> int:

@@ -17,12 +17,20 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, text, update
+from sqlalchemy import Select, String, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from app.limits.inflight import GLOBAL_CREATE_LOCK
-from app.tasks.models import OPEN_STATUSES, VISIBLE_STATUSES, Task, TaskStatus, status_in
+from app.tasks.models import (
+    OPEN_STATUSES,
+    VISIBLE_STATUSES,
+    ArchiveStatus,
+    Task,
+    TaskArchive,
+    TaskStatus,
+    status_in,
+)
 from app.tasks.schemas import TaskListQuery
 from app.usage.models import LedgerEntry
 
@@ -31,6 +39,7 @@ _VISIBLE = status_in(VISIBLE_STATUSES)
 _RECORD_COLUMNS = (
     TASKS.c.id,
     TASKS.c.user_id,
+    TASKS.c.token_id,
     TASKS.c.status,
     TASKS.c.model,
     TASKS.c.service_tier,
@@ -41,11 +50,22 @@ _RECORD_COLUMNS = (
     TASKS.c.updated_at,
     TASKS.c.refreshed_at,
 )
+# A browser token sees only the tasks made with it; a key, every task of its user.
+_TOKEN_SCOPE = or_(
+    bindparam("token_id", type_=String) == None,  # noqa: E711 (SQL's IS NULL)
+    TASKS.c.token_id == bindparam("token_id", type_=String),
+)
 _VISIBLE_TASK = select(*_RECORD_COLUMNS).where(
     TASKS.c.id == bindparam("task_id"),
     TASKS.c.user_id == bindparam("user_id"),
+    _TOKEN_SCOPE,
     TASKS.c.deleted_at.is_(None),
     _VISIBLE,
+)
+
+# A task as a signed link reaches it: the signature stands for its owner.
+_LINKED_TASK = select(*_RECORD_COLUMNS).where(
+    TASKS.c.id == bindparam("task_id"), TASKS.c.deleted_at.is_(None), _VISIBLE
 )
 
 
@@ -65,7 +85,7 @@ _STORE_CREATED = (
 
 _RECORD_CREATE = text(
     "SELECT sgw_record_create(CAST(:task AS jsonb), CAST(:reserve AS jsonb), :lock_key, "
-    ":open_statuses, :key_cap, :user_cap, :gateway_cap)"
+    ":open_statuses, :key_cap, :user_cap, :gateway_cap, CAST(:token_cap AS integer))"
 )
 
 
@@ -75,6 +95,7 @@ class TaskRecord:
 
     id: str
     user_id: str
+    token_id: str | None
     status: str
     model: str
     service_tier: str
@@ -90,12 +111,56 @@ def _record(row: Sequence[Any]) -> TaskRecord:
     return TaskRecord(*row[: len(_RECORD_COLUMNS)])
 
 
-async def visible_task(engine: AsyncEngine, *, task_id: str, user_id: str) -> TaskRecord | None:
-    """The user's task as a client may see it (not deleted, not internal), or None."""
+async def visible_task(
+    engine: AsyncEngine, *, task_id: str, user_id: str, token_id: str | None
+) -> TaskRecord | None:
+    """The task as a client may see it (its user's, made with its token if it holds one; not
+    deleted, not internal), or None."""
+    params = {"task_id": task_id, "user_id": user_id, "token_id": token_id}
     async with engine.connect() as connection:
-        result = await connection.execute(_VISIBLE_TASK, {"task_id": task_id, "user_id": user_id})
+        result = await connection.execute(_VISIBLE_TASK, params)
         row = result.first()
     return None if row is None else _record(row)
+
+
+async def linked_task(engine: AsyncEngine, *, task_id: str) -> TaskRecord | None:
+    """The task a signed link names (not deleted, not internal), whoever owns it; or None."""
+    async with engine.connect() as connection:
+        row = (await connection.execute(_LINKED_TASK, {"task_id": task_id})).first()
+    return None if row is None else _record(row)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutput:
+    """An output in the archive: its object key, size, digest and media type."""
+
+    key: str
+    size: int
+    sha256: str
+    media_type: str
+
+
+_ARCHIVES = TaskArchive.__table__  # type: ignore[attr-defined]
+_ARCHIVED = select(
+    _ARCHIVES.c.video_key,
+    _ARCHIVES.c.video_bytes,
+    _ARCHIVES.c.video_sha256,
+    _ARCHIVES.c.video_type,
+    _ARCHIVES.c.frame_key,
+    _ARCHIVES.c.frame_bytes,
+    _ARCHIVES.c.frame_sha256,
+    _ARCHIVES.c.frame_type,
+).where(_ARCHIVES.c.task_id == bindparam("task_id"), _ARCHIVES.c.status == ArchiveStatus.ARCHIVED)
+
+
+async def archived_output(engine: AsyncEngine, *, task_id: str, frame: bool) -> StoredOutput | None:
+    """The task's video (or last frame) as archived, or None if it is not in the archive."""
+    async with engine.connect() as connection:
+        row = (await connection.execute(_ARCHIVED, {"task_id": task_id})).first()
+    if row is None:
+        return None
+    key, size, sha256, media_type = row[4:] if frame else row[:4]
+    return None if key is None else StoredOutput(key, size, sha256, media_type)
 
 
 async def store_created(
@@ -109,12 +174,18 @@ async def store_created(
 
 
 async def record_create(
-    engine: AsyncEngine, *, task: Task, reserve: LedgerEntry, caps: dict[str, int]
+    engine: AsyncEngine,
+    *,
+    task: Task,
+    reserve: LedgerEntry,
+    caps: dict[str, int],
+    token_cap: int | None,
 ) -> str | None:
     """PostgreSQL: insert a task and its reservation unless one more open task would exceed a
-    cap, in one statement outside any transaction (`sgw_record_create`, migration 0006): the
-    gateway-wide create lock is held only while the server runs it. Returns the scope whose cap
-    is reached, or None once recorded."""
+    cap or a browser token's allowance (`token_cap` tasks), in one statement outside any
+    transaction (`sgw_record_create`, migrations 0006 and 0008): the gateway-wide create lock is
+    held only while the server runs it. Returns the scope whose cap is reached (`Token`, `Key`,
+    `User`, `Gateway`), or None once recorded."""
     params = {
         "task": _row_json(task),
         "reserve": _row_json(reserve),
@@ -123,6 +194,7 @@ async def record_create(
         "key_cap": caps["Key"],
         "user_cap": caps["User"],
         "gateway_cap": caps["Gateway"],
+        "token_cap": token_cap,
     }
     async with engine.connect() as connection:
         refused = (await connection.execute(_RECORD_CREATE, params)).scalar_one()
@@ -136,12 +208,14 @@ def _row_json(row: SQLModel) -> str:
 
 
 async def task_page(
-    engine: AsyncEngine, *, user_id: str, query: TaskListQuery
+    engine: AsyncEngine, *, user_id: str, token_id: str | None, query: TaskListQuery
 ) -> tuple[int, list[TaskRecord]]:
-    """One page of the user's visible tasks, newest first, and how many there are in all."""
+    """One page of the user's visible tasks (those of the token, if one is given), newest
+    first, and how many there are in all."""
     shape = (query.status is not None, query.model is not None, bool(query.task_ids))
     params = {
         "user_id": user_id,
+        "token_id": token_id,
         "service_tier": query.service_tier,
         "status": query.status,
         "model": query.model,
@@ -162,6 +236,7 @@ def _filtered(statement: Select[Any], shape: tuple[bool, bool, bool]) -> Select[
     with_status, with_model, with_ids = shape
     statement = statement.select_from(TASKS).where(
         TASKS.c.user_id == bindparam("user_id"),
+        _TOKEN_SCOPE,
         TASKS.c.deleted_at.is_(None),
         TASKS.c.service_tier == bindparam("service_tier"),
         TASKS.c.status == bindparam("status") if with_status else _VISIBLE,

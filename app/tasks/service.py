@@ -13,8 +13,8 @@ from app.errors import Conflict, NotFound, TooManyRequests
 from app.keys.service import AuthContext
 from app.resources import Resources
 from app.tasks import repository
-from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
-from app.tasks.render import public_view
+from app.tasks.models import VISIBLE_STATUSES, Task, TaskArchive, TaskStatus
+from app.tasks.render import OutputLinks, public_view
 from app.tasks.repository import TaskRecord
 from app.tasks.schemas import TaskListQuery
 from app.tasks.states import apply_snapshot, refresh_task
@@ -34,7 +34,7 @@ async def visible_task(session: AsyncSession, *, auth: AuthContext, task_id: str
     task = await session.get(Task, task_id) if len(task_id) <= 64 else None
     if (
         task is None
-        or task.user_id != auth.user_id
+        or not _sees(auth, user_id=task.user_id, token_id=task.token_id)
         or task.deleted_at is not None
         or task.status not in VISIBLE_STATUSES
     ):
@@ -42,8 +42,26 @@ async def visible_task(session: AsyncSession, *, auth: AuthContext, task_id: str
     return task
 
 
+def _sees(auth: AuthContext, *, user_id: str, token_id: str | None) -> bool:
+    """Whether the caller may see a task of this owner: its user's, and a browser token only
+    the tasks made with it."""
+    return user_id == auth.user_id and auth.token_id in (None, token_id)
+
+
+def output_links(resources: Resources, base_url: str) -> OutputLinks | None:
+    """How task objects link to their outputs: the gateway's links with the archive on (at
+    `GATEWAY_PUBLIC_BASE_URL`, or the address the request came to), else the upstream's."""
+    if resources.store is None:
+        return None
+    return OutputLinks(
+        signer=resources.token_signer,
+        base_url=(resources.settings.public_base_url or base_url).rstrip("/"),
+        ttl_seconds=resources.settings.output_url_ttl_seconds,
+    )
+
+
 async def retrieve_task(
-    *, resources: Resources, auth: AuthContext, task_id: str, request_id: str
+    *, resources: Resources, auth: AuthContext, task_id: str, request_id: str, base_url: str
 ) -> dict[str, Any]:
     """The task object; refreshed from upstream first when open and older than the window.
 
@@ -52,11 +70,25 @@ async def retrieve_task(
     """
     cached = resources.finished_tasks.get(task_id)
     if cached is not None:
-        owner, view = cached
-        if owner != auth.user_id:
+        user_id, token_id, view = cached
+        if not _sees(auth, user_id=user_id, token_id=token_id):
             raise _not_found(task_id)
         return view
-    task = await _visible_record(resources, auth=auth, task_id=task_id)
+    task = await fresh_record(
+        resources=resources, auth=auth, task_id=task_id, request_id=request_id
+    )
+    view = public_view(task, output_links(resources, base_url))
+    if TaskStatus(task.status).is_terminal:
+        resources.finished_tasks.put(task.id, (task.user_id, task.token_id, view))
+    return view
+
+
+async def fresh_record(
+    *, resources: Resources, auth: AuthContext, task_id: str, request_id: str
+) -> TaskRecord:
+    """The task as the caller may see it, refreshed from upstream first when it is open and
+    older than the window."""
+    task = await visible_record(resources, auth=auth, task_id=task_id)
     if _is_stale(task, resources.settings.refresh_stale_seconds):
         try:
             await _coalesced_refresh(resources=resources, task_id=task.id, request_id=request_id)
@@ -64,21 +96,30 @@ async def retrieve_task(
             logger.warning(
                 "task %s: refresh failed; serving the stored copy", task.id, exc_info=True
             )
-        task = await _visible_record(resources, auth=auth, task_id=task_id)
-    view = public_view(task)
-    if TaskStatus(task.status).is_terminal:
-        resources.finished_tasks.put(task.id, (task.user_id, view))
-    return view
+        task = await visible_record(resources, auth=auth, task_id=task_id)
+    return task
 
 
-async def _visible_record(resources: Resources, *, auth: AuthContext, task_id: str) -> TaskRecord:
+async def visible_record(resources: Resources, *, auth: AuthContext, task_id: str) -> TaskRecord:
+    """The task as the caller may see it, from the database; else the 404 of an unknown id."""
     record = (
         await repository.visible_task(
-            resources.autocommit_engine, task_id=task_id, user_id=auth.user_id
+            resources.autocommit_engine,
+            task_id=task_id,
+            user_id=auth.user_id,
+            token_id=auth.token_id,
         )
         if len(task_id) <= 64
         else None
     )
+    if record is None:
+        raise _not_found(task_id)
+    return record
+
+
+async def linked_record(resources: Resources, *, task_id: str) -> TaskRecord:
+    """The task a signed link names; the 404 of an unknown id if it is gone."""
+    record = await repository.linked_task(resources.autocommit_engine, task_id=task_id)
     if record is None:
         raise _not_found(task_id)
     return record
@@ -109,13 +150,14 @@ async def _coalesced_refresh(*, resources: Resources, task_id: str, request_id: 
 
 
 async def list_tasks(
-    *, resources: Resources, auth: AuthContext, query: TaskListQuery
+    *, resources: Resources, auth: AuthContext, query: TaskListQuery, base_url: str
 ) -> dict[str, Any]:
     """The caller's user's tasks from the database, newest first, filtered and paged as upstream."""
     total, records = await repository.task_page(
-        resources.autocommit_engine, user_id=auth.user_id, query=query
+        resources.autocommit_engine, user_id=auth.user_id, token_id=auth.token_id, query=query
     )
-    return {"total": total, "items": [public_view(record) for record in records]}
+    links = output_links(resources, base_url)
+    return {"total": total, "items": [public_view(record, links) for record in records]}
 
 
 async def delete_task(
@@ -171,3 +213,16 @@ async def _cancel_queued(
     }
     if not await apply_snapshot(session, task=task, snapshot=cancelled):
         logger.info("task %s changed state while being cancelled", task.id)
+
+
+async def task_detail(session: AsyncSession, *, task_id: str) -> dict[str, Any]:
+    """What an admin sees of a task (any owner's; 404 if unknown): the gateway's columns and,
+    when it is archived or being archived, the copy's state."""
+    task = await session.get(Task, task_id) if len(task_id) <= 64 else None
+    if task is None:
+        raise _not_found(task_id)
+    archive = await session.get(TaskArchive, task_id)
+    internal = {"snapshot", "request_fingerprint", "idempotency_key", "callback_url"}
+    detail = task.model_dump(exclude=internal)
+    detail["archive"] = archive.model_dump(exclude={"task_id"}) if archive is not None else None
+    return detail

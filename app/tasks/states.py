@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import release_connection, utcnow
 from app.errors import GatewayError, UpstreamRelayed
 from app.tasks.callbacks import queue_callback
-from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
+from app.tasks.models import OPEN_STATUSES, Task, TaskArchive, TaskStatus
 from app.upstream.client import UpstreamClient
 from app.usage.ledger import record_outcome
 
@@ -56,6 +56,8 @@ async def transition(
     moved: bool = result.rowcount == 1
     if moved and to_status != from_status:
         queue_callback(session, task=task, status=to_status, values=values)
+        if to_status == TaskStatus.SUCCEEDED and task.archive:
+            session.add(TaskArchive(task_id=task.id))  # the archiver copies its outputs
         if to_status.is_terminal:
             snapshot = values.get("snapshot")
             await record_outcome(session, task=task, status=to_status, snapshot=snapshot)

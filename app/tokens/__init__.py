@@ -1,0 +1,1 @@
+"""Browser tokens: a backend holding a gateway key mints short-lived tokens for browser pages."""
