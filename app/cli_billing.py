@@ -50,7 +50,7 @@ def add_commands(commands: Any, with_session: Any) -> None:
     usage = commands.add_parser("usage", help="usage and cost reports")
     usage_actions = usage.add_subparsers(required=True, metavar="ACTION")
     report = usage_actions.add_parser("report", help="tasks, tokens and cost per group")
-    report.add_argument("--by", default="user", choices=["user", "key", "model", "day"])
+    report.add_argument("--by", default="user", choices=["user", "key", "model", "day", "task"])
     report.add_argument("--since", type=_utc, default=None, help="ISO date or time (UTC)")
     report.add_argument("--until", type=_utc, default=None)
     report.add_argument("--csv", action="store_true")

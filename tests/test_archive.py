@@ -278,3 +278,25 @@ async def test_callbacks_carry_the_gateways_links_too(make_gateway, tmp_path: Pa
     local = httpx.URL(link).copy_with(scheme="http", host="gateway.test")
     answer = await gateway.client.get(str(local))
     assert answer.content == VIDEO
+
+
+async def test_the_usage_report_by_task_shows_each_archive_copy(
+    make_gateway, archive_settings, sim_config
+) -> None:
+    gateway = await archive_gateway(make_gateway, archive_settings)
+    client = await gateway.user_client("alice")
+    archived = await succeeded_task(client)
+    await archive_round(gateway)
+    sim_config.download_error_rate = 1.0
+    pending = await succeeded_task(client, seed=3)
+    await archive_round(gateway)
+    report = await gateway.client.get("/admin/v1/usage", params={"group_by": "task"}, headers=ADMIN)
+    rows = {row["group"]: row for row in report.json()["rows"]}
+    assert rows[archived]["archive"] == "archived"
+    assert rows[pending]["archive"] == "pending"
+    assert rows[archived]["user_name"] == "alice" and rows[archived]["settled_tasks"] == 1
+    csv = await gateway.client.get(
+        "/admin/v1/usage", params={"group_by": "task", "format": "csv"}, headers=ADMIN
+    )
+    assert csv.text.splitlines()[0].startswith("task,name,user_name,archive,currency,")
+    assert f"{archived},seedance-1-0-pro-250528,alice,archived," in csv.text

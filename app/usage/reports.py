@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import utcnow
 from app.errors import InvalidParameter
 from app.keys.models import ApiKey, User
+from app.tasks.models import Task, TaskArchive
 from app.usage.budgets import (
     RELEASE,
     RESERVE,
@@ -31,7 +32,7 @@ from app.usage.budgets import (
 )
 from app.usage.models import MICROS
 
-GroupBy = Literal["user", "key", "model", "day"]
+GroupBy = Literal["user", "key", "model", "day", "task"]
 
 
 def parse_instant(value: str | None, *, param: str) -> datetime | None:
@@ -55,7 +56,8 @@ class UsageRow:
     """Totals of one group: settled usage and cost, open reservations, counts by outcome.
 
     `name` is the user's or the key's name when grouped by user or key (`user_name`: the key's
-    owner), so people can read a report without looking ids up.
+    owner), so people can read a report without looking ids up; grouped by task, `name` is its
+    model, `user_name` its owner and `archive` its archive copy's state.
     """
 
     group: str
@@ -70,6 +72,8 @@ class UsageRow:
     unpriced_tasks: int
     name: str | None = field(default=None, kw_only=True)
     user_name: str | None = field(default=None, kw_only=True)
+    # Grouped by task: where its archive copy stands (None: not archived, archive off).
+    archive: str | None = field(default=None, kw_only=True)
 
     @property
     def cost(self) -> str:
@@ -88,6 +92,8 @@ def _group_column(group_by: GroupBy, dialect: str) -> Any:
         return col(RESERVE.key_id)
     if group_by == "model":
         return col(RESERVE.model)
+    if group_by == "task":
+        return col(RESERVE.task_id)
     if dialect == "sqlite":  # stored as naive UTC text
         return func.strftime("%Y-%m-%d", col(RESERVE.created_at))
     return func.to_char(func.timezone("UTC", col(RESERVE.created_at)), "YYYY-MM-DD")
@@ -154,7 +160,24 @@ async def _with_names(
             name, owner = found.get(row.group, (None, None))
             labelled.append(replace(row, name=name, user_name=owner))
         return labelled
+    if group_by == "task" and ids:
+        return await _with_task_details(session, rows)
     return rows
+
+
+async def _with_task_details(session: AsyncSession, rows: list[UsageRow]) -> list[UsageRow]:
+    tasks = await session.exec(
+        select(Task.id, Task.model, User.name, TaskArchive.status)
+        .join(User, col(User.id) == col(Task.user_id))
+        .outerjoin(TaskArchive, col(TaskArchive.task_id) == col(Task.id))
+        .where(col(Task.id).in_([row.group for row in rows]))
+    )
+    found = {task_id: (model, owner, archive) for task_id, model, owner, archive in tasks.all()}
+    detailed = []
+    for row in rows:
+        model, owner, archive = found.get(row.group, (None, None, None))
+        detailed.append(replace(row, name=model, user_name=owner, archive=archive))
+    return detailed
 
 
 def to_csv(rows: list[UsageRow], *, group_by: GroupBy) -> str:
@@ -171,7 +194,11 @@ def to_csv(rows: list[UsageRow], *, group_by: GroupBy) -> str:
         "reserved_micros",
         "unpriced_tasks",
     ]
-    names = {"user": ["name"], "key": ["name", "user_name"]}.get(group_by, [])
+    names = {
+        "user": ["name"],
+        "key": ["name", "user_name"],
+        "task": ["name", "user_name", "archive"],
+    }.get(group_by, [])
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([group_by, *names, "currency", *fields])
     for row in rows:
