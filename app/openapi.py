@@ -44,10 +44,13 @@ ARK_ERROR = {
 ERROR_MEANINGS = {
     400: "A parameter, the body or the path is not valid",
     401: "No valid credential",
+    403: "Not allowed to this credential (a browser token, or a link that expired)",
     404: "No such resource (or one of another user's)",
     408: "The body came too slowly",
     409: "The resource's state, or an Idempotency-Key in use, forbids this now",
+    410: "The upstream's link to this output has expired, and there is no archived copy",
     413: "The body is too large",
+    416: "The Range is not one byte range within the output",
     431: "The request headers are too large",
     422: "An Idempotency-Key reused with another body",
     429: "A limit or a budget was reached (see Retry-After)",
@@ -70,6 +73,8 @@ INSTANT = {
 TASKS = "/api/v3/contents/generations/tasks"
 READ_BY_HAND = {(TASKS, "post"): TaskCreate}
 QUERY_SCHEMAS = {"from": INSTANT, "to": INSTANT}
+OUTPUTS = "/gateway/v1/outputs/"
+OUTPUT_TYPES = ("video/mp4", "image/jpeg", "image/png", "application/octet-stream")
 # Any other text in a query: printable ASCII (the request middleware refuses the rest).
 ASCII_TEXT = "^[ -~]*$"
 
@@ -84,9 +89,28 @@ def _errors_of(path: str, method: str) -> list[int]:
         codes += [408, 413]
     if method != "get":
         codes += [409, 422]
-    if path.startswith("/api/"):
+    if path.startswith("/api/") or _is_output(path):
         codes += [502, 504]
+    if _is_output(path):
+        codes += [409, 410, 416]
+    if path.startswith(OUTPUTS) or path in ("/gateway/v1/tokens", "/gateway/v1/usage"):
+        codes.append(403)
+    if path.startswith(OUTPUTS):
+        codes.remove(401)  # the link is the credential
     return sorted(codes)
+
+
+def _is_output(path: str) -> bool:
+    return path.endswith("/content") or path.startswith(OUTPUTS)
+
+
+def _declare_outputs(operation: dict[str, Any]) -> None:
+    """An output is a video or an image, whole (200), in part (206) or unchanged (304)."""
+    media = {kind: {"schema": {"type": "string", "format": "binary"}} for kind in OUTPUT_TYPES}
+    responses = operation.setdefault("responses", {})
+    responses["200"] = {"description": "The whole output", "content": media}
+    responses["206"] = {"description": "One byte range of it (Content-Range)", "content": media}
+    responses["304"] = {"description": "Unchanged since the ETag in If-None-Match"}
 
 
 def _ascii_only(schema: dict[str, Any]) -> None:
@@ -122,6 +146,8 @@ def _link_created_tasks(paths: dict[str, Any]) -> None:
 def _scheme_of(path: str) -> str | None:
     if path.startswith("/admin/"):
         return "AdminToken"
+    if path.startswith(OUTPUTS):
+        return None  # a signed link: anyone holding it
     if path.startswith(("/api/", "/gateway/")):
         return "GatewayKey"
     return None
@@ -153,12 +179,14 @@ def gateway_openapi(app: FastAPI) -> dict[str, Any]:
             if scheme := _scheme_of(path):
                 operation["security"] = [{scheme: []}]
             for parameter in operation.get("parameters", []):
-                if parameter["in"] == "path":
+                if parameter["in"] == "path" and not {"enum", "$ref"} & parameter["schema"].keys():
                     parameter["schema"] = {**ID, "title": parameter["schema"].get("title", "")}
                 elif parameter["in"] == "query" and parameter["name"] in QUERY_SCHEMAS:
                     parameter["schema"] = QUERY_SCHEMAS[parameter["name"]]
                 elif parameter["in"] == "query":
                     _ascii_only(parameter["schema"])
+            if _is_output(path):
+                _declare_outputs(operation)
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             for code in _errors_of(path, method):
