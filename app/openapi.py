@@ -73,6 +73,8 @@ INSTANT = {
 TASKS = "/api/v3/contents/generations/tasks"
 READ_BY_HAND = {(TASKS, "post"): TaskCreate}
 QUERY_SCHEMAS = {"from": INSTANT, "to": INSTANT}
+# One byte range: the only form the output routes serve (anything else is a 416).
+RANGE = {"type": "string", "pattern": r"^bytes=([0-9]{1,15}-[0-9]{0,15}|-[0-9]{1,15})$"}
 OUTPUTS = "/gateway/v1/outputs/"
 OUTPUT_TYPES = ("video/mp4", "image/jpeg", "image/png", "application/octet-stream")
 # Any other text in a query: printable ASCII (the request middleware refuses the rest).
@@ -185,6 +187,8 @@ def gateway_openapi(app: FastAPI) -> dict[str, Any]:
                     parameter["schema"] = QUERY_SCHEMAS[parameter["name"]]
                 elif parameter["in"] == "query":
                     _ascii_only(parameter["schema"])
+                elif parameter["in"] == "header" and parameter["name"].lower() == "range":
+                    parameter["schema"] = RANGE
             if _is_output(path):
                 _declare_outputs(operation)
             responses = operation.setdefault("responses", {})
