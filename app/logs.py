@@ -7,10 +7,14 @@ import re
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",]+")
 _GATEWAY_KEY = re.compile(r"sgw-[A-Za-z0-9]{8,}")
+# Browser tokens (JWTs) and the signatures of output links: each grants access while it lives.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_LINK_SIGNATURE = re.compile(r"(?i)(signature=)[0-9a-f]+")
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces the master key, admin token, bearer tokens and gateway keys with `***`."""
+    """Replaces the master key, admin token, bearer tokens, gateway keys, browser tokens and
+    output-link signatures with `***`."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -19,6 +23,7 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = _GATEWAY_KEY.sub("sgw-***", _BEARER.sub(r"\1***", message))
+        cleaned = _LINK_SIGNATURE.sub(r"\1***", _JWT.sub("eyJ***", cleaned))
         for secret in self._secrets:
             cleaned = cleaned.replace(secret, "***")
         if cleaned != message:

@@ -5,8 +5,10 @@ it while it queues and runs, and plays the video from the gateway's signed link,
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,7 @@ import pytest
 from playwright.async_api import Response, async_playwright
 
 from tests.e2e.conftest import Stack
-from tests.e2e.processes import ROOT, free_port, wait_until_up
+from tests.e2e.processes import ROOT, Process, free_port, wait_until_up
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
@@ -22,9 +24,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture
-def example_backend(stack: Stack, tmp_path: Path) -> tuple[str, str, str]:
+def example_backend(stack: Stack, tmp_path: Path) -> Iterator[tuple[str, Process, str]]:
     """A gateway with CORS for the example's origin and the archive on, and the example's
-    backend holding a key of it: (page URL, gateway URL, the key)."""
+    backend holding a key of it: (page URL, the gateway, the key)."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     gateway = stack.start_gateway(
@@ -45,16 +47,17 @@ def example_backend(stack: Stack, tmp_path: Path) -> tuple[str, str, str]:
         )
     try:
         wait_until_up(origin + "/", backend, log)
-        yield origin, gateway.url, key
+        yield origin, gateway, key
     finally:
         backend.terminate()
         backend.wait(timeout=10)
 
 
 async def test_a_page_creates_follows_and_plays_a_video_through_the_gateway(
-    example_backend: tuple[str, str, str],
+    example_backend: tuple[str, Process, str],
 ) -> None:
-    page_url, gateway_url, key = example_backend
+    page_url, gateway, key = example_backend
+    gateway_url = gateway.url
     answers: list[tuple[str, int]] = []
     statuses: list[str] = []
     async with async_playwright() as playwright:
@@ -105,3 +108,7 @@ async def test_a_page_creates_follows_and_plays_a_video_through_the_gateway(
     assert 206 in video, answers  # the player asked for byte ranges, and got them
     assert not any("_sim/" in url for url, _ in answers)  # nothing of the upstream's reached it
     assert httpx.get(page_url).status_code == 200
+    # The token and the links' signatures went through its access log: blanked there.
+    log = gateway.log.read_text()
+    assert "/gateway/v1/outputs/" in log and "signature=***" in log
+    assert not re.search(r"signature=[0-9a-f]{8}|eyJ[\w-]{4,}\.[\w-]+\.[\w-]+", log)
