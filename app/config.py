@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     demo_simulator_port: int = 8001
 
     log_level: str = "INFO"
+    # A bearer token `/metrics` asks for (unset: open, for a scraper inside the network).
+    metrics_token: SecretStr | None = None
 
     @field_validator(
         "create_rate_limit", "read_rate_limit", "upstream_refresh_rate", "auth_failure_limit"
@@ -149,9 +151,9 @@ class Settings(BaseSettings):
         browser-token signing secrets."""
         admin = self.admin_token.get_secret_value() if self.admin_token is not None else ""
         signing = [secret.get_secret_value() for secret in self.browser_token_secrets]
-        s3 = self.archive_s3_secret_access_key
-        archive = s3.get_secret_value() if s3 is not None else ""
-        return [secret for secret in (self.upstream_key(), admin, archive, *signing) if secret]
+        others = [self.archive_s3_secret_access_key, self.metrics_token]
+        more = [secret.get_secret_value() for secret in others if secret is not None]
+        return [secret for secret in (self.upstream_key(), admin, *more, *signing) if secret]
 
     def token_signing_secrets(self) -> tuple[bytes, ...]:
         """The browser-token secrets, first the one that signs; derived from the admin token

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 logger = logging.getLogger(__name__)
@@ -95,9 +95,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded objects usable after commit."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+class GatewaySession(Session):
+    """The sessions' sync core: runs the jobs `after_commit` queued once (and only if) the
+    transaction commits."""
+
+
+_AFTER_COMMIT = "after_commit_jobs"
+
+
+@event.listens_for(GatewaySession, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for job in session.info.pop(_AFTER_COMMIT, []):
+        job()
+
+
+@event.listens_for(GatewaySession, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
+
+
+def after_commit(session: AsyncSession, job: Callable[[], None]) -> None:
+    """Run `job` when this session's transaction commits; never if it rolls back."""
+    session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(job)
+
+
+def create_sessionmaker(
+    engine: AsyncEngine, *, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit; `info` is every session's
+    `info` (the app's metrics, for what is counted once committed)."""
+    return async_sessionmaker(
+        engine,
+        class_=AsyncSession,
+        sync_session_class=GatewaySession,
+        expire_on_commit=False,
+        info=info,
+    )
 
 
 async def insert_rows(session: AsyncSession, *rows: SQLModel) -> None:

@@ -16,6 +16,7 @@ from app.keys.service import AuthCache
 from app.keys.tokens import TokenSigner
 from app.limits.clients import parse_networks
 from app.limits.rates import RateLimiter
+from app.metrics import Metrics
 from app.resources import Resources
 from app.storage import ObjectStore, open_store
 from app.tasks.archive import Archiver, ArchiverConfig
@@ -61,6 +62,7 @@ async def open_resources(
         connect_timeout=settings.upstream_connect_timeout_seconds,
         transport=upstream_transport,
     )
+    metrics = Metrics()
     limiter = RateLimiter(
         redis_url=settings.redis_url,
         key_prefix=settings.redis_key_prefix,
@@ -71,8 +73,8 @@ async def open_resources(
             settings=settings,
             engine=engine,
             autocommit_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
-            sessionmaker=create_sessionmaker(engine),
-            upstream=UpstreamClient(http),
+            sessionmaker=create_sessionmaker(engine, info={"metrics": metrics}),
+            upstream=UpstreamClient(http, metrics),
             callbacks=callbacks,
             downloads=downloads,
             store=open_store(settings),
@@ -84,6 +86,7 @@ async def open_resources(
             budgets=TtlCache(settings.auth_cache_seconds),
             refreshes=Coalescer(),
             limiter=limiter,
+            metrics=metrics,
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )
     finally:
@@ -110,6 +113,7 @@ def poller_for(resources: Resources) -> Poller:
         ),
         # No request to take an address from: GATEWAY_PUBLIC_BASE_URL, else links are relative.
         links=output_links(resources, base_url=""),
+        metrics=resources.metrics,
     )
 
 
@@ -120,6 +124,7 @@ def archiver_for(resources: Resources, store: ObjectStore) -> Archiver:
         sessionmaker=resources.sessionmaker,
         store=store,
         downloads=resources.downloads,
+        metrics=resources.metrics,
         config=ArchiverConfig(
             retention_days=settings.archive_retention_days,
             max_attempts=settings.archive_max_attempts,

@@ -42,6 +42,7 @@ from app.middleware import (
     request_id_of,
 )
 from app.openapi import gateway_openapi
+from app.ops.router import router as ops_router
 from app.tasks.router import outputs_router
 from app.tasks.router import router as tasks_router
 from app.tokens.router import router as tokens_router
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(usage_router)
     app.include_router(tokens_router)
     app.include_router(health_router)
+    app.include_router(ops_router)
     _install_error_handlers(app)
     app.openapi = lambda: gateway_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(

@@ -7,6 +7,7 @@ re-raises it and makes the server drop the keep-alive connection.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -64,15 +65,19 @@ class RequestContextMiddleware:
 
         started = False
         status = 500
+        error_code = ""
+        began = time.perf_counter()
 
         async def send_with_ids(message: Message) -> None:
-            nonlocal started, status
+            nonlocal started, status, error_code
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-Id"] = request_id
                 if client_id and len(client_id) <= 128 and client_id.isprintable():
                     headers["X-Client-Request-Id"] = client_id
+            elif status >= 400 and not error_code:
+                error_code = _error_code(message.get("body", b""))
             await send(message)
 
         try:
@@ -83,8 +88,33 @@ class RequestContextMiddleware:
                 raise  # too late for an answer: the server closes the connection
             error = InternalError("The service encountered an unexpected internal error.")
             await error.to_response(request_id)(scope, receive, send_with_ids)
+        finally:
+            _count(scope, status, error_code, time.perf_counter() - began)
         if status < 400:
             await _run_after_success(scope)
+
+
+def _error_code(body: bytes) -> str:
+    """The `code` of an Ark error envelope (every error answer is one), or `unknown`."""
+    try:
+        return str(json.loads(body)["error"]["code"])[:64]
+    except (ValueError, KeyError, TypeError):
+        return "unknown"
+
+
+def _count(scope: Scope, status: int, code: str, seconds: float) -> None:
+    """Count the answer: by route template (never the raw path), method, status and error
+    code; limit refusals (429) by code too."""
+    resources = getattr(scope["app"].state, "resources", None)
+    if resources is None:  # the app is not started (or is stopping)
+        return
+    metrics = resources.metrics
+    route = getattr(scope.get("route"), "path", "unmatched")
+    method = scope.get("method", "")
+    metrics.requests.labels(route, method, str(status), code).inc()
+    metrics.latency.labels(route, method).observe(seconds)
+    if status == 429:
+        metrics.refusals.labels(code).inc()
 
 
 async def _run_after_success(scope: Scope) -> None:

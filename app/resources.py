@@ -16,6 +16,7 @@ from app.keys.service import AuthCache
 from app.keys.tokens import TokenSigner
 from app.limits.clients import Network
 from app.limits.rates import RateLimiter
+from app.metrics import Metrics
 from app.storage import ObjectStore
 from app.ttl_cache import TtlCache
 from app.upstream.client import UpstreamClient
@@ -46,6 +47,7 @@ class Resources:
     budgets: TtlCache[Any]
     refreshes: Coalescer
     limiter: RateLimiter
+    metrics: Metrics
     trusted_proxies: list[Network]
 
 

@@ -8,6 +8,8 @@ head exceeds the limit that uvicorn applies to its other parser (h11), with a 43
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -17,6 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from app.config import Settings
 from app.errors import new_request_id
 from app.logs import configure_logging
+from app.metrics import MULTIPROCESS_DIR
 
 
 class HeaderLimitedProtocol(HttpToolsProtocol):
@@ -91,6 +94,9 @@ def app_from_environment() -> FastAPI:
 def serve_gateway(settings: Settings, *, host: str, port: int, workers: int) -> None:
     """Serve the gateway; with several workers each one builds its app from the environment."""
     if workers > 1:
+        # Every worker writes its metric samples here and /metrics adds them up (a fresh
+        # directory each start: samples of processes gone must not linger).
+        os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="sgw-metrics-")
         uvicorn.run(
             "app.server:app_from_environment",
             factory=True,

@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import utcnow
 from app.errors import Gone
+from app.metrics import Metrics
 from app.storage import ObjectStore
 from app.tasks.models import ArchiveStatus, Task, TaskArchive
 from app.upstream.content import open_download
@@ -57,6 +58,7 @@ class Archiver:
     store: ObjectStore
     downloads: httpx.AsyncClient
     config: ArchiverConfig
+    metrics: Metrics | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set; a failed round is logged and the next one runs."""
@@ -114,12 +116,19 @@ class Archiver:
             if "video" not in stored:
                 raise Gone("The task's object names no video.")
         except Gone as exc:
+            self._count("given_up")
             await self._record(task_id, status=ArchiveStatus.FAILED, error=exc.message)
             logger.warning("archive of task %s given up: %s", task_id, exc.message)
         except Exception as exc:
+            self._count("failed")
             await self._record_failure(task_id, error=f"{type(exc).__name__}: {exc}"[:255])
         else:
+            self._count("archived")
             await self._record(task_id, status=ArchiveStatus.ARCHIVED, stored=stored)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.archive_copies.labels(outcome).inc()
 
     async def _copy_one(self, url: str, *, key: str) -> dict[str, Any]:
         download = await open_download(self.downloads, url, range_header=None, if_none_match=None)

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from prometheus_client import Counter
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -85,6 +86,7 @@ async def deliver_due(
     sessionmaker: async_sessionmaker[AsyncSession],
     http: httpx.AsyncClient,
     links: OutputLinks | None = None,
+    counter: Counter | None = None,
     batch_size: int = 50,
 ) -> int:
     """Claim and send the deliveries that are due; returns how many were attempted.
@@ -103,6 +105,8 @@ async def deliver_due(
         async with slots:
             for delivery in queue:
                 error = await _post(http, delivery, links)
+                if counter is not None:
+                    counter.labels("failed" if error else "delivered").inc()
                 async with sessionmaker() as session:
                     await session.exec(
                         update(CallbackDelivery)

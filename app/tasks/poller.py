@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,6 +30,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import exclusive_turn, utcnow
 from app.errors import new_request_id
+from app.metrics import Metrics
 from app.pacing import Pacer
 from app.tasks.callbacks import deliver_due
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
@@ -73,6 +75,7 @@ class Poller:
     config: PollerConfig
     # The gateway's output links for callback payloads (the archive on), else None.
     links: OutputLinks | None = None
+    metrics: Metrics | None = None
     pacer: Pacer = field(init=False)
     list_pacer: Pacer = field(init=False)
 
@@ -112,7 +115,10 @@ class Poller:
                 await self.list_pacer.wait()
                 await turn.book(1.0 / LIST_CALLS_PER_SECOND)
 
+            started = time.monotonic()
             checked = await self._cycle(pace_list)
+            if self.metrics is not None:
+                self.metrics.poller_cycle.observe(time.monotonic() - started)
             # Keep the turn until the budget's next slot, so the next replica cannot burst.
             await asyncio.gather(self.pacer.drain(), self.list_pacer.drain())
             return checked
@@ -143,10 +149,18 @@ class Poller:
         await asyncio.gather(
             *(refresh(task_id) for task_id in to_refresh),
             self._reconcile(unknown, pace_list),
-            deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks, links=self.links),
+            self._deliver_callbacks(),
         )
-        await deliver_due(sessionmaker=self.sessionmaker, http=self.callbacks, links=self.links)
+        await self._deliver_callbacks()
         return observed + len(task_ids)
+
+    async def _deliver_callbacks(self) -> None:
+        await deliver_due(
+            sessionmaker=self.sessionmaker,
+            http=self.callbacks,
+            links=self.links,
+            counter=self.metrics.callbacks if self.metrics is not None else None,
+        )
 
     async def _observe(self, pace_list: Callable[[], Awaitable[None]]) -> int:
         try:
@@ -173,13 +187,17 @@ class Poller:
         now = utcnow()
         async with self.sessionmaker() as session:
             due = await session.exec(
-                select(Task.id)
+                select(Task.id, Task.next_check_at)
                 .where(col(Task.status).in_(OPEN_STATUSES), col(Task.next_check_at) <= now)
                 .order_by(col(Task.next_check_at))
                 .limit(self.config.batch_size)
                 .with_for_update(skip_locked=True)
             )
-            task_ids = list(due.all())
+            rows = list(due.all())
+            task_ids = [task_id for task_id, _ in rows]
+            if self.metrics is not None:  # how overdue the most overdue task is
+                oldest = rows[0][1] if rows and rows[0][1] is not None else now
+                self.metrics.poller_lag.set((now - oldest).total_seconds())
             if task_ids:
                 lease = now + timedelta(seconds=self.config.lease_seconds)
                 await session.exec(

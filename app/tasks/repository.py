@@ -123,6 +123,18 @@ async def visible_task(
     return None if row is None else _record(row)
 
 
+_OPEN_COUNTS = (
+    select(TASKS.c.status, func.count()).where(status_in(OPEN_STATUSES)).group_by(TASKS.c.status)
+)
+
+
+async def open_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Open tasks by status (the status index bounds it by the open tasks, not the table)."""
+    async with engine.connect() as connection:
+        rows = (await connection.execute(_OPEN_COUNTS)).all()
+    return {str(status): int(count) for status, count in rows}
+
+
 async def linked_task(engine: AsyncEngine, *, task_id: str) -> TaskRecord | None:
     """The task a signed link names (not deleted, not internal), whoever owns it; or None."""
     async with engine.connect() as connection:

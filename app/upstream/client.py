@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from app.errors import UpstreamFailure, UpstreamRelayed, UpstreamTimeout
+from app.metrics import Metrics
 from app.upstream.transport import upstream_transport
 
 logger = logging.getLogger(__name__)
@@ -61,36 +62,52 @@ def create_http_client(
 
 
 class UpstreamClient:
-    """Seedance's task API as async methods returning parsed JSON."""
+    """Seedance's task API as async methods returning parsed JSON; each call is counted by
+    its kind and status (`timeout` and `unreachable` when there is none)."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, metrics: Metrics | None = None) -> None:
         self._http = http
+        self._calls = metrics.upstream_calls if metrics is not None else None
 
     async def create_task(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
         """POST a create; returns the upstream body (`{"id": ...}`)."""
-        return await self._call("POST", TASKS_PATH, request_id=request_id, json=body, creates=True)
+        return await self._call(
+            "POST", TASKS_PATH, request_id=request_id, json=body, creates=True, kind="create"
+        )
 
     async def get_task(self, upstream_id: str, *, request_id: str) -> dict[str, Any]:
         """GET one task object."""
-        return await self._call("GET", f"{TASKS_PATH}/{upstream_id}", request_id=request_id)
+        path = f"{TASKS_PATH}/{upstream_id}"
+        return await self._call("GET", path, request_id=request_id, kind="retrieve")
 
     async def list_tasks(
         self, params: list[tuple[str, str | int]], *, request_id: str
     ) -> dict[str, Any]:
         """GET the account's task list (open tasks observed in bulk; unknown creates reconciled)."""
-        return await self._call("GET", TASKS_PATH, request_id=request_id, params=params)
+        return await self._call(
+            "GET", TASKS_PATH, request_id=request_id, params=params, kind="list"
+        )
 
     async def delete_task(self, upstream_id: str, *, request_id: str) -> None:
         """DELETE (cancel a queued task, or delete a finished one)."""
-        await self._call("DELETE", f"{TASKS_PATH}/{upstream_id}", request_id=request_id, json={})
+        path = f"{TASKS_PATH}/{upstream_id}"
+        await self._call("DELETE", path, request_id=request_id, json={}, kind="delete")
 
     async def _call(
-        self, method: str, path: str, *, request_id: str, creates: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        request_id: str,
+        kind: str,
+        creates: bool = False,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         headers = {"X-Client-Request-Id": request_id}
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TimeoutException as exc:
+            self._count(kind, "timeout")
             # A connect timeout means the request never left; anything later may have landed.
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             if sent:
@@ -99,12 +116,18 @@ class UpstreamClient:
                 "The upstream service is unreachable.", maybe_created=False
             ) from None
         except httpx.TransportError as exc:
+            self._count(kind, "unreachable")
             sent = not isinstance(exc, httpx.ConnectError)
             logger.warning("upstream %s %s transport error: %s", method, path, type(exc).__name__)
             raise UpstreamCallFailed(
                 "The upstream service is unreachable.", maybe_created=creates and sent
             ) from None
+        self._count(kind, str(response.status_code))
         return _parse(response, method=method, path=path, creates=creates)
+
+    def _count(self, kind: str, status: str) -> None:
+        if self._calls is not None:
+            self._calls.labels(kind, status).inc()
 
 
 def _parse(response: httpx.Response, *, method: str, path: str, creates: bool) -> dict[str, Any]:

@@ -9,13 +9,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.db import after_commit
+from app.metrics import Metrics
 from app.tasks.catalog import ModelSpec
-from app.tasks.models import Task, TaskStatus
+from app.tasks.models import OPEN_STATUSES, Task, TaskStatus, status_in
 from app.ttl_cache import TtlCache
 from app.usage.models import MICROS, LedgerEntry, LedgerKind, Price
 
@@ -142,7 +148,17 @@ async def record_outcome(
             price=price,
         )
     session.add(entry)
+    metrics = session.info.get("metrics")
+    if isinstance(metrics, Metrics):
+        after_commit(session, partial(_count_outcome, metrics, status, entry))
     return entry
+
+
+def _count_outcome(metrics: Metrics, status: TaskStatus, entry: LedgerEntry) -> None:
+    metrics.tasks_finished.labels(str(status)).inc()
+    if entry.kind == LedgerKind.SETTLE:
+        metrics.settled_tokens.labels(entry.model).inc(entry.tokens)
+        metrics.settled_cost.labels(entry.currency or "none").inc(entry.cost_micros)
 
 
 def _usage_tokens(task: Task, snapshot: dict[str, Any] | None, *, fallback: int) -> tuple[int, int]:
@@ -181,3 +197,20 @@ def _entry(
         currency=price.currency if price else currency,
         price_id=price.id if price else None,
     )
+
+
+async def open_reservations(engine: AsyncEngine) -> dict[str, tuple[int, int]]:
+    """By currency: the reserved cost of open tasks and how many hold one (bounded by the open
+    tasks, found through the status index)."""
+    async with engine.connect() as connection:
+        rows = (await connection.execute(_OPEN_RESERVATIONS)).all()
+    return {str(currency or "none"): (int(micros or 0), int(n)) for currency, micros, n in rows}
+
+
+_RESERVES = LedgerEntry.__table__  # type: ignore[attr-defined]
+_OPEN_RESERVATIONS = (
+    sa_select(_RESERVES.c.currency, func.sum(_RESERVES.c.cost_micros), func.count())
+    .select_from(_RESERVES.join(Task.__table__, Task.__table__.c.id == _RESERVES.c.task_id))  # type: ignore[attr-defined]
+    .where(_RESERVES.c.kind == LedgerKind.RESERVE, status_in(OPEN_STATUSES))
+    .group_by(_RESERVES.c.currency)
+)

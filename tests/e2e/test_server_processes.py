@@ -3,6 +3,7 @@ headers, and a database that goes away or hangs."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -59,6 +60,25 @@ def test_every_worker_logs_alike_and_redacts_secrets(stack: Stack) -> None:
     assert len(access) == 40, log[-2000:]
     assert len({line.split("[")[1].split("]")[0] for line in access}) == 2  # both workers
     assert ADMIN_TOKEN not in log and all("probe=*** " in line for line in access)
+
+
+def test_metrics_add_up_every_workers_requests(stack: Stack) -> None:
+    gateway = stack.start_gateway("--workers", "2")
+    for _ in range(100):
+        if gateway.log.read_text().count("Application startup complete") == 2:
+            break
+        time.sleep(0.1)
+    usage = "/gateway/v1/usage"
+    with httpx.Client(base_url=gateway.url) as client:
+        for _ in range(30):  # new connections, so both workers answer some
+            assert client.get(usage, headers={"Connection": "close"}).status_code == 401
+        scrapes = [client.get("/metrics", headers={"Connection": "close"}).text for _ in range(6)]
+    access = [line for line in gateway.log.read_text().splitlines() if usage in line]
+    assert len({line.split("[")[1].split("]")[0] for line in access}) == 2  # both workers
+    counted = re.compile(r'sgw_requests_total\{[^}]*route="/gateway/v1/usage"[^}]*\} (\S+)')
+    for text in scrapes:  # whichever worker answers the scrape counts all 30
+        found = counted.search(text)
+        assert found is not None and float(found.group(1)) == 30.0
 
 
 def test_slow_bodies_time_out_and_hold_no_database_connection(stack: Stack) -> None:

@@ -1,0 +1,1 @@
+"""Operations: what ops and monitoring read of a running gateway (`/metrics`)."""
