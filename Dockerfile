@@ -22,7 +22,8 @@ RUN uv sync --frozen --no-dev
 RUN useradd --system --uid 10001 --home /data gateway && mkdir -p /data && chown gateway /data
 USER 10001
 ENV PATH=/app/.venv/bin:$PATH \
-    GATEWAY_DATABASE_URL=sqlite+aiosqlite:////data/gateway.db
+    GATEWAY_DATABASE_URL=sqlite+aiosqlite:////data/gateway.db \
+    GATEWAY_LOG_FORMAT=json
 
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s \

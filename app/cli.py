@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_level, secrets=settings.secrets())
+    configure_logging(
+        settings.log_level, secrets=settings.secrets(), log_format=settings.log_format
+    )
     try:
         args.handler(args, settings)
     except GatewayError as exc:

@@ -25,6 +25,7 @@ from app.errors import (
     RequestTimeout,
     new_request_id,
 )
+from app.logs import bind
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class RequestContextMiddleware:
             return
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        bind(request_id=request_id, user_id=None, key_prefix=None, task_id=None)
         client_id = Headers(scope=scope).get(CLIENT_REQUEST_ID)
         if _has_control_characters(scope):
             # No id, name or filter has one; PostgreSQL refuses NUL in text outright.

@@ -87,7 +87,9 @@ def app_from_environment() -> FastAPI:
     from app.main import create_app  # the web stack loads only in processes that serve
 
     settings = Settings()
-    configure_logging(settings.log_level, secrets=settings.secrets())
+    configure_logging(
+        settings.log_level, secrets=settings.secrets(), log_format=settings.log_format
+    )
     return create_app(settings)
 
 

@@ -18,6 +18,7 @@ from app.keys.service import (
 )
 from app.keys.tokens import looks_like_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
+from app.logs import bind
 from app.middleware import after_success
 from app.resources import Resources, ResourcesDep
 
@@ -58,6 +59,7 @@ async def current_caller(request: Request, resources: ResourcesDep) -> AuthConte
             await count_auth_failure(resources, address)
             raise
     after_success(request, partial(_note_use, resources, context.key_id))
+    bind(user_id=context.user_id, key_prefix=context.key_prefix)
     return context
 
 

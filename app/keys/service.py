@@ -34,6 +34,7 @@ class AuthContext:
     key_id: str
     user_id: str
     allowed_models: list[str] | None
+    key_prefix: str = ""  # what logs show of the key (its first characters, never enough to use)
     # Limit overrides (None: the gateway default); a key's own beats its user's.
     create_rate_limit: str | None = None
     read_rate_limit: str | None = None
@@ -235,6 +236,7 @@ async def _valid_key(session: AsyncSession, where: ColumnElement[bool]) -> AuthC
     return AuthContext(
         key_id=key.id,
         user_id=user.id,
+        key_prefix=key.prefix,
         allowed_models=user.allowed_models,
         create_rate_limit=key.create_rate_limit or user.create_rate_limit,
         read_rate_limit=key.read_rate_limit or user.read_rate_limit,

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from app.errors import AccessDenied, Conflict, NotFound, RangeNotSatisfiable
 from app.keys.service import AuthContext
+from app.logs import bind
 from app.resources import Resources
 from app.storage import ObjectStore
 from app.tasks import repository
@@ -53,6 +54,7 @@ async def task_content(
     """The output for its owner: 404 for a task the caller cannot see or without this output,
     409 while it runs, 416 for a Range that is not one byte range. Nothing is fetched for any
     of them."""
+    bind(task_id=task_id[:64])
     task = await fresh_record(
         resources=resources, auth=auth, task_id=task_id, request_id=request_id
     )

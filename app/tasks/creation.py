@@ -35,6 +35,7 @@ from app.limits.inflight import (
     in_flight_refusal,
     lock_gateway,
 )
+from app.logs import bind
 from app.resources import Resources
 from app.tasks import repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
@@ -99,6 +100,7 @@ async def create_task(
         archive=resources.store is not None,
         next_check_at=utcnow() + _submit_grace(resources.settings),
     )
+    bind(task_id=task.id)
     await _record(
         session, task=task, request=request, auth=auth, resources=resources
     )  # commits: the connection is free again

@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import release_connection, utcnow
 from app.errors import Conflict, NotFound, TooManyRequests
 from app.keys.service import AuthContext
+from app.logs import bind
 from app.resources import Resources
 from app.tasks import repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskArchive, TaskStatus
@@ -68,6 +69,7 @@ async def retrieve_task(
     A finished task never changes but for its deletion, so its answer is kept for a second and
     served without the database.
     """
+    bind(task_id=task_id[:64])
     cached = resources.finished_tasks.get(task_id)
     if cached is not None:
         user_id, token_id, view = cached
@@ -164,6 +166,7 @@ async def delete_task(
     *, session: AsyncSession, resources: Resources, auth: AuthContext, task_id: str, request_id: str
 ) -> None:
     """Cancel a queued task upstream, hide a finished one, refuse (409) a running one."""
+    bind(task_id=task_id[:64])
     task = await visible_task(session, auth=auth, task_id=task_id)
     if not TaskStatus(task.status).is_terminal:
         # Our copy may be stale, and what a DELETE does upstream depends on the state there now

@@ -3,6 +3,7 @@ headers, and a database that goes away or hangs."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -60,6 +61,55 @@ def test_every_worker_logs_alike_and_redacts_secrets(stack: Stack) -> None:
     assert len(access) == 40, log[-2000:]
     assert len({line.split("[")[1].split("]")[0] for line in access}) == 2  # both workers
     assert ADMIN_TOKEN not in log and all("probe=*** " in line for line in access)
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_every_line_about_a_request_says_which_in_both_formats(
+    stack: Stack, log_format: str
+) -> None:
+    gateway = stack.start_gateway("--workers", "2", GATEWAY_LOG_FORMAT=log_format)
+    key = stack.new_key(gateway, f"logged-{log_format}")
+    bearer = {"Authorization": f"Bearer {key}", "Connection": "close"}
+    answers = []
+    with httpx.Client(base_url=gateway.url, headers=bearer) as client:
+        for _ in range(6):  # new connections, so both workers answer some
+            created = client.post(TASKS, content=CREATE, params={"probe": ADMIN_TOKEN})
+            task_id = created.json()["id"]
+            answers.append((created.headers["x-request-id"], task_id))
+            retrieved = client.get(f"{TASKS}/{task_id}")
+            answers.append((retrieved.headers["x-request-id"], task_id))
+    time.sleep(0.5)
+    log = gateway.log.read_text()
+    assert ADMIN_TOKEN not in log and key not in log
+    access = [line for line in log.splitlines() if "uvicorn.access" in line and TASKS in line]
+    assert len(access) >= len(answers)
+    user_id = None
+    for request_id, task_id in answers:
+        (line,) = [line for line in access if request_id in line]
+        if log_format == "json":
+            record = json.loads(line)
+            context = {name: record[name] for name in ("request_id", "user_id", "task_id")}
+            assert record["key_prefix"] == key[:12] and record["level"] == "INFO"
+        else:
+            found = re.search(
+                r"\[request_id=(\S+) user_id=(\S+) key_prefix=(\S+) task_id=(\S+)\]$", line
+            )
+            assert found is not None, line
+            names = ("request_id", "user_id", "task_id")
+            context = dict(zip(names, found.group(1, 2, 4), strict=True))
+            assert found.group(3) == key[:12]
+        assert context["request_id"] == request_id and context["task_id"] == task_id
+        user_id = user_id or context["user_id"]
+        assert context["user_id"] == user_id and user_id.startswith("usr_")
+    if log_format == "json":  # every line, not only the access log, is one JSON object
+        assert all(json.loads(line) for line in log.splitlines() if line.startswith("{"))
+        assert not [line for line in log.splitlines() if line and not line.startswith("{")]
+    workers = (
+        {line.split("[")[1].split("]")[0] for line in access}
+        if log_format == "text"
+        else {json.loads(line)["process"] for line in access}
+    )
+    assert len(workers) == 2
 
 
 def test_metrics_add_up_every_workers_requests(stack: Stack) -> None:
