@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.admin.audit import audited
 from app.admin.schemas import LimitOverrides
 from app.cli_billing import add_commands as add_billing_commands
 from app.config import Settings
@@ -164,7 +166,10 @@ def _with_session(settings: Settings, work: Any) -> Any:
         engine = create_engine(settings.database_url)
         try:
             async with create_sessionmaker(engine)() as session:
-                return await work(session)
+                # Changes made from here are the admin's too: audited, as `cli:<os user>`.
+                return await work(
+                    audited(session, actor=f"cli:{getpass.getuser()}", address="local")
+                )
         finally:
             await engine.dispose()
 

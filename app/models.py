@@ -2,6 +2,7 @@
 
 from sqlmodel import SQLModel
 
+from app.admin.audit import AuditEntry
 from app.db import TurnSlot
 from app.keys.models import ApiKey, User
 from app.tasks.models import CallbackDelivery, Task, TaskArchive
@@ -11,6 +12,7 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ApiKey",
+    "AuditEntry",
     "Budget",
     "CallbackDelivery",
     "LedgerEntry",

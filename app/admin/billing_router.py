@@ -8,21 +8,20 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, Response
 
 from app.admin.billing_schemas import BudgetPublic, BudgetSet, PriceCreate, PricePublic
-from app.admin.deps import require_admin
-from app.db import SessionDep
+from app.admin.deps import AdminSessionDep, require_admin
 from app.usage import budgets, prices, reports
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 @router.get("/prices")
-async def list_prices(session: SessionDep, model: str | None = None) -> list[PricePublic]:
+async def list_prices(session: AdminSessionDep, model: str | None = None) -> list[PricePublic]:
     """Every price (history included), newest first per model and tier."""
     return [PricePublic.model_validate(p) for p in await prices.list_prices(session, model=model)]
 
 
 @router.post("/prices", status_code=201)
-async def add_price(body: PriceCreate, session: SessionDep) -> PricePublic:
+async def add_price(body: PriceCreate, session: AdminSessionDep) -> PricePublic:
     """Add a price from `effective_from` (default now); older tasks keep the price they had."""
     price = await prices.add_price(
         session,
@@ -36,7 +35,7 @@ async def add_price(body: PriceCreate, session: SessionDep) -> PricePublic:
 
 
 @router.put("/users/{user_id}/budget")
-async def set_user_budget(user_id: str, body: BudgetSet, session: SessionDep) -> BudgetPublic:
+async def set_user_budget(user_id: str, body: BudgetSet, session: AdminSessionDep) -> BudgetPublic:
     """Set or replace a user's budget."""
     budget = await budgets.set_budget(
         session,
@@ -50,7 +49,7 @@ async def set_user_budget(user_id: str, body: BudgetSet, session: SessionDep) ->
 
 
 @router.put("/keys/{key_id}/budget")
-async def set_key_budget(key_id: str, body: BudgetSet, session: SessionDep) -> BudgetPublic:
+async def set_key_budget(key_id: str, body: BudgetSet, session: AdminSessionDep) -> BudgetPublic:
     """Set or replace one key's budget (on top of its user's)."""
     budget = await budgets.set_budget(
         session,
@@ -64,7 +63,7 @@ async def set_key_budget(key_id: str, body: BudgetSet, session: SessionDep) -> B
 
 
 @router.get("/users/{user_id}/budgets")
-async def list_budgets(user_id: str, session: SessionDep) -> list[BudgetPublic]:
+async def list_budgets(user_id: str, session: AdminSessionDep) -> list[BudgetPublic]:
     """A user's budget and its keys' budgets."""
     return [
         BudgetPublic.model_validate(b) for b in await budgets.budgets_of(session, user_id=user_id)
@@ -72,14 +71,14 @@ async def list_budgets(user_id: str, session: SessionDep) -> list[BudgetPublic]:
 
 
 @router.delete("/users/{user_id}/budget", status_code=204)
-async def delete_user_budget(user_id: str, session: SessionDep) -> Response:
+async def delete_user_budget(user_id: str, session: AdminSessionDep) -> Response:
     """Remove a user's budget."""
     await budgets.delete_budget(session, scope=f"user:{user_id}")
     return Response(status_code=204)
 
 
 @router.delete("/keys/{key_id}/budget", status_code=204)
-async def delete_key_budget(key_id: str, session: SessionDep) -> Response:
+async def delete_key_budget(key_id: str, session: AdminSessionDep) -> Response:
     """Remove a key's budget."""
     await budgets.delete_budget(session, scope=f"key:{key_id}")
     return Response(status_code=204)
@@ -91,7 +90,7 @@ async def delete_key_budget(key_id: str, session: SessionDep) -> Response:
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def usage(
-    session: SessionDep,
+    session: AdminSessionDep,
     group_by: Annotated[reports.GroupBy, Query()] = "user",
     start_text: Annotated[str | None, Query(alias="from", max_length=40)] = None,
     end_text: Annotated[str | None, Query(alias="to", max_length=40)] = None,

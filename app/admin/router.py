@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
-from app.admin.deps import require_admin
+from app.admin import audit
+from app.admin.deps import AdminSessionDep, require_admin
 from app.admin.schemas import (
     KeyCreate,
     KeyCreated,
@@ -16,7 +17,6 @@ from app.admin.schemas import (
     UserPublic,
     UserUpdate,
 )
-from app.db import SessionDep
 from app.keys import service
 from app.tasks import service as task_service
 
@@ -24,26 +24,26 @@ router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(req
 
 
 @router.post("/users", status_code=201)
-async def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
+async def create_user(body: UserCreate, session: AdminSessionDep) -> UserPublic:
     """Create a user."""
     user = await service.create_user(session, name=body.name, allowed_models=body.allowed_models)
     return UserPublic.model_validate(user)
 
 
 @router.get("/users")
-async def list_users(session: SessionDep) -> list[UserPublic]:
+async def list_users(session: AdminSessionDep) -> list[UserPublic]:
     """List every user."""
     return [UserPublic.model_validate(user) for user in await service.list_users(session)]
 
 
 @router.get("/users/{user_id}")
-async def get_user(user_id: str, session: SessionDep) -> UserPublic:
+async def get_user(user_id: str, session: AdminSessionDep) -> UserPublic:
     """Show one user."""
     return UserPublic.model_validate(await service.get_user(session, user_id=user_id))
 
 
 @router.patch("/users/{user_id}")
-async def update_user(user_id: str, body: UserUpdate, session: SessionDep) -> UserPublic:
+async def update_user(user_id: str, body: UserUpdate, session: AdminSessionDep) -> UserPublic:
     """Rename, disable or re-enable a user, or change the models it may use."""
     changes = body.model_dump(exclude_unset=True)
     if changes.get("name") is None:
@@ -55,7 +55,7 @@ async def update_user(user_id: str, body: UserUpdate, session: SessionDep) -> Us
 
 
 @router.post("/users/{user_id}/keys", status_code=201)
-async def create_key(user_id: str, body: KeyCreate, session: SessionDep) -> KeyCreated:
+async def create_key(user_id: str, body: KeyCreate, session: AdminSessionDep) -> KeyCreated:
     """Issue a key; the plaintext is in this answer and nowhere else, ever."""
     key, plaintext = await service.create_key(
         session, user_id=user_id, name=body.name, expires_at=body.expires_at
@@ -66,7 +66,7 @@ async def create_key(user_id: str, body: KeyCreate, session: SessionDep) -> KeyC
 
 
 @router.get("/users/{user_id}/keys")
-async def list_keys(user_id: str, session: SessionDep) -> list[KeyPublic]:
+async def list_keys(user_id: str, session: AdminSessionDep) -> list[KeyPublic]:
     """A user's keys (prefix and metadata only)."""
     return [
         KeyPublic.model_validate(key) for key in await service.list_keys(session, user_id=user_id)
@@ -74,7 +74,7 @@ async def list_keys(user_id: str, session: SessionDep) -> list[KeyPublic]:
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, body: KeyUpdate, session: SessionDep) -> KeyPublic:
+async def update_key(key_id: str, body: KeyUpdate, session: AdminSessionDep) -> KeyPublic:
     """Rename a key or change its limit overrides (null restores the default)."""
     changes = body.model_dump(exclude_unset=True)
     if changes.get("name") is None:
@@ -85,13 +85,26 @@ async def update_key(key_id: str, body: KeyUpdate, session: SessionDep) -> KeyPu
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, session: SessionDep) -> KeyPublic:
+async def revoke_key(key_id: str, session: AdminSessionDep) -> KeyPublic:
     """Revoke a key; it stops working on every process within a second."""
     return KeyPublic.model_validate(await service.revoke_key(session, key_id=key_id))
 
 
 @router.get("/tasks/{task_id}")
-async def task_detail(task_id: str, session: SessionDep) -> dict[str, Any]:
+async def task_detail(task_id: str, session: AdminSessionDep) -> dict[str, Any]:
     """A task as the gateway keeps it: owner, key, token, upstream id, tokens, and its archive
     copy's progress (attempts, last error, sizes) when the archive is on."""
     return await task_service.task_detail(session, task_id=task_id)
+
+
+@router.get("/audit")
+async def audit_log(
+    session: AdminSessionDep,
+    entity: Literal["user", "key", "price", "budget"] | None = None,
+    entity_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """Admin changes, newest first: who (`admin`, `cli:<user>`), from where, when, what, and
+    the values before and after (never a key or its hash)."""
+    entries = await audit.audit_log(session, entity=entity, entity_id=entity_id, limit=limit)
+    return [entry.model_dump() for entry in entries]
