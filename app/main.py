@@ -24,6 +24,7 @@ from starlette.routing import Match
 from app.admin.billing_router import router as billing_router
 from app.admin.router import router as admin_router
 from app.config import Settings
+from app.docs import install_docs
 from app.errors import (
     GatewayError,
     InternalError,
@@ -73,7 +74,7 @@ def create_app(
         title="Seedance Gateway",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # app.docs serves it, with no CDN
         redoc_url=None,
     )
     app.include_router(tasks_router)
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(tokens_router)
     app.include_router(health_router)
     app.include_router(ops_router)
+    install_docs(app)
     _install_error_handlers(app)
     app.openapi = lambda: gateway_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(

@@ -112,3 +112,33 @@ async def test_a_page_creates_follows_and_plays_a_video_through_the_gateway(
     log = gateway.log.read_text()
     assert "/gateway/v1/outputs/" in log and "signature=***" in log
     assert not re.search(r"signature=[0-9a-f]{8}|eyJ[\w-]{4,}\.[\w-]+\.[\w-]+", log)
+
+
+async def test_the_docs_render_offline_and_take_a_bearer_key(stack: Stack) -> None:
+    gateway = stack.start_gateway()
+    failed: list[str] = []
+    elsewhere: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page()
+            page.on("requestfailed", lambda request: failed.append(request.url))
+            page.on(
+                "request",
+                lambda request: (
+                    elsewhere.append(request.url)
+                    if not request.url.startswith(gateway.url)
+                    else None
+                ),
+            )
+            await page.goto(gateway.url + "/")  # redirected to /docs
+            await page.wait_for_selector("button.authorize", timeout=20_000)
+            operations = await page.locator(".opblock").count()
+            await page.click("button.authorize")
+            await page.wait_for_selector("text=GatewayKey", timeout=5_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "docs.png"))
+        finally:
+            await browser.close()
+    assert not failed and not elsewhere, (failed, elsewhere)
+    assert operations >= 20  # every operation is listed
