@@ -24,6 +24,7 @@ from starlette.routing import Match
 from app.admin.billing_router import router as billing_router
 from app.admin.router import router as admin_router
 from app.config import Settings
+from app.console.router import install_console
 from app.docs import install_docs
 from app.errors import (
     GatewayError,
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(health_router)
     app.include_router(ops_router)
     install_docs(app)
+    install_console(app)
     _install_error_handlers(app)
     app.openapi = lambda: gateway_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(

@@ -211,11 +211,20 @@ async def authenticate_token(
     """The caller behind a verified browser token: its key's context (read at most once per
     cache TTL, so a revoked key or a disabled user stops its tokens as fast as itself), as the
     token narrows it; 401 once the key is no longer valid."""
-    parent = cache.get_by_id(token.key_id)
-    if parent is None:
-        parent = await _valid_key(session, col(ApiKey.id) == token.key_id)
-        cache.put_by_id(token.key_id, parent)
+    parent = await authenticate_by_id(session, key_id=token.key_id, cache=cache)
     return parent.for_token(token)
+
+
+async def authenticate_by_id(
+    session: AsyncSession, *, key_id: str, cache: AuthCache
+) -> AuthContext:
+    """A key's context by its id (what tokens and console sessions name), read at most once
+    per cache TTL; 401 once the key is revoked, expired, or its user disabled."""
+    context = cache.get_by_id(key_id)
+    if context is None:
+        context = await _valid_key(session, col(ApiKey.id) == key_id)
+        cache.put_by_id(key_id, context)
+    return context
 
 
 async def _valid_key(session: AsyncSession, where: ColumnElement[bool]) -> AuthContext:

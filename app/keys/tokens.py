@@ -9,8 +9,10 @@ can be put first and the old one removed once the last token it signed has expir
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -114,6 +116,29 @@ class TokenSigner:
         secret = next((s for s in self.secrets if secret_id(s) == kid), None)
         expected = _link_signature(secret, path, int(expires)) if secret is not None else ""
         return secret is not None and hmac.compare_digest(signature, expected)
+
+    def seal(self, payload: dict[str, Any]) -> str:
+        """`payload` as text only this gateway can have written (console session cookies)."""
+        secret = self.secrets[0]
+        body = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+        mac = hmac.new(secret, f"seal\n{body}".encode(), hashlib.sha256).hexdigest()
+        return f"{body}.{secret_id(secret)}.{mac}"
+
+    def unseal(self, sealed: str) -> dict[str, Any] | None:
+        """What `seal` wrote, or None for anything else (forged, altered, another secret's)."""
+        body, _, rest = sealed.partition(".")
+        kid, _, mac = rest.partition(".")
+        secret = next((s for s in self.secrets if secret_id(s) == kid), None)
+        if secret is None or len(sealed) > 4096:
+            return None
+        expected = hmac.new(secret, f"seal\n{body}".encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(mac, expected):
+            return None
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        return payload if isinstance(payload, dict) else None
 
     def verify(self, token: str) -> BrowserToken:
         """The token's claims, or 401 for a token expired, tampered with or signed elsewhere."""

@@ -140,6 +140,67 @@ async def usage_report(
     return await _with_names(session, report, group_by=group_by)
 
 
+@dataclass(frozen=True)
+class DailyCost:
+    """Settled cost and tokens of one day and one group (of tasks created that day, UTC)."""
+
+    day: str
+    group: str
+    label: str
+    currency: str | None
+    cost_micros: int
+    tokens: int
+
+
+async def daily_costs(
+    session: AsyncSession,
+    *,
+    by: Literal["model", "user", "key"],
+    start: datetime,
+    end: datetime,
+    user_id: str | None = None,
+) -> list[DailyCost]:
+    """Per day and per model, user or key: what was settled for tasks created in [start, end)."""
+    dialect = session.get_bind().dialect.name
+    day = _group_column("day", dialect).label("day")
+    group = _group_column(by, dialect).label("group")
+    query = (
+        with_outcomes(
+            sa_select(
+                day,
+                group,
+                col(RESERVE.currency),
+                func.coalesce(func.sum(col(SETTLE.cost_micros)), 0),
+                func.coalesce(func.sum(col(SETTLE.tokens)), 0),
+            )
+        )
+        .where(col(RESERVE.created_at) >= start, col(RESERVE.created_at) < end)
+        .group_by(day, group, col(RESERVE.currency))
+        .order_by(day, group)
+    )
+    if user_id is not None:
+        query = query.where(col(RESERVE.user_id) == user_id)
+    rows = (await session.exec(query)).all()  # type: ignore[call-overload]
+    labels = await _labels(session, by, {str(row[1]) for row in rows})
+    return [
+        DailyCost(str(d), str(g), labels.get(str(g), str(g)), c, int(micros), int(tokens))
+        for d, g, c, micros, tokens in rows
+    ]
+
+
+async def _labels(session: AsyncSession, by: str, ids: set[str]) -> dict[str, str]:
+    """Names to show for user or key ids (a key without a name: its prefix)."""
+    if by == "user" and ids:
+        users = await session.exec(select(User.id, User.name).where(col(User.id).in_(ids)))
+        return dict(users.all())
+    if by == "key" and ids:
+        keys = await session.exec(
+            select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(col(ApiKey.id).in_(ids))
+        )
+        return {key_id: name or f"{prefix}…" for key_id, name, prefix in keys.all()}
+    return {}
+
+
 async def _with_names(
     session: AsyncSession, rows: list[UsageRow], *, group_by: GroupBy
 ) -> list[UsageRow]:

@@ -1,0 +1,328 @@
+"""The console's pages: sign-in, the admin's overview, costs, users and keys, audit; a user's own
+tasks (with their videos) and usage. Server-rendered (Jinja2, escaped everywhere), no CDN."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Form, Header, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.responses import StreamingResponse
+from starlette.staticfiles import StaticFiles
+
+from app.admin.audit import audit_log, audited
+from app.console import service
+from app.console.session import (
+    COOKIE,
+    SESSION_SECONDS,
+    AdminConsoleDep,
+    ConsoleDep,
+    SignInRequired,
+    check_csrf,
+    cookie_value,
+    new_session,
+)
+from app.db import SessionDep
+from app.errors import AuthenticationFailed
+from app.keys import service as keys
+from app.keys.tokens import looks_like_token
+from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
+from app.limits.clients import client_address
+from app.resources import ResourcesDep
+from app.tasks import content, repository
+from app.tasks.content import ContentVariant
+from app.tasks.schemas import TaskListQuery
+from app.usage.reports import daily_costs, parse_instant, self_service_usage
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+pages = Jinja2Templates(directory=Path(__file__).parent / "templates")
+STATIC = Path(__file__).parents[1] / "static" / "console"
+CsrfField = Annotated[str, Form(max_length=64)]
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return pages.TemplateResponse(request, name, context, status_code=status)
+
+
+def _to(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+@router.get("/login")
+async def login_page(request: Request) -> HTMLResponse:
+    """The sign-in form: the admin token, or a gateway key."""
+    return _page(request, "login.html")
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    resources: ResourcesDep,
+    session: SessionDep,
+    credential: Annotated[str, Form(max_length=512)],
+) -> Response:
+    """Sign in; a wrong credential counts towards the failed-auth throttle, like on the API."""
+    address = await refuse_throttled_client(request, resources)
+    admin = resources.settings.admin_token
+    if admin is not None and secrets.compare_digest(
+        credential.encode(), admin.get_secret_value().encode()
+    ):
+        signed_in = new_session(role="admin")
+    else:
+        try:
+            if looks_like_token(credential):
+                raise AuthenticationFailed()
+            auth = await keys.authenticate(
+                session, plaintext=credential, cache=resources.auth_cache
+            )
+        except AuthenticationFailed:
+            await count_auth_failure(resources, address)
+            return _page(request, "login.html", status=401, error="That did not work.")
+        signed_in = new_session(role="user", user_id=auth.user_id, key_id=auth.key_id)
+    answer = _to("/console")
+    answer.set_cookie(
+        COOKIE,
+        cookie_value(resources, signed_in),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console",
+    )
+    return answer
+
+
+@router.post("/logout")
+async def logout(request: Request, me: ConsoleDep, csrf: CsrfField) -> Response:
+    """Sign out: the cookie is dropped."""
+    check_csrf(request, me, csrf)
+    answer = _to("/console/login")
+    answer.delete_cookie(COOKIE, path="/console")
+    return answer
+
+
+@router.get("")
+async def home(
+    request: Request, me: ConsoleDep, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    """The admin's overview; a user's own page."""
+    if not me.is_admin:
+        return _to("/console/my")
+    overview = await service.overview(session, resources, now=datetime.now(UTC))
+    return _page(request, "overview.html", me=me, overview=overview)
+
+
+@router.get("/costs")
+async def costs(
+    request: Request,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    by: service.By = "model",
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+) -> HTMLResponse:
+    """Cost by day, stacked by model, user or key, for a range (default: the last 30 days)."""
+    since, until = _range(start, end)
+    rows = await daily_costs(session, by=by, start=since, end=until)
+    return _page(
+        request,
+        "costs.html",
+        me=me,
+        by=by,
+        since=since.date().isoformat(),
+        until=(until - timedelta(days=1)).date().isoformat(),
+        chart=service.chart(rows),
+        rows=rows,
+        money=service.money,
+    )
+
+
+@router.get("/costs.csv")
+async def costs_csv(
+    me: AdminConsoleDep,
+    session: SessionDep,
+    by: service.By = "model",
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+) -> PlainTextResponse:
+    """What the chart shows, as CSV (cost in currency units and in micro-units)."""
+    since, until = _range(start, end)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["day", by, "name", "currency", "cost", "cost_micros", "tokens"])
+    for row in await daily_costs(session, by=by, start=since, end=until):
+        writer.writerow(
+            [
+                row.day,
+                row.group,
+                row.label,
+                row.currency or "",
+                service.money(row.cost_micros),
+                row.cost_micros,
+                row.tokens,
+            ]
+        )
+    headers = {"Content-Disposition": f'attachment; filename="costs-by-{by}.csv"'}
+    return PlainTextResponse(out.getvalue(), media_type="text/csv", headers=headers)
+
+
+def _range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = parse_instant(start, param="from") or today - timedelta(days=29)
+    until = parse_instant(end, param="to")
+    return since, (until + timedelta(days=1)) if until else today + timedelta(days=1)
+
+
+@router.get("/users")
+async def users(request: Request, me: AdminConsoleDep, session: SessionDep) -> HTMLResponse:
+    """Every user, and a form to add one."""
+    return _page(request, "users.html", me=me, users=await keys.list_users(session))
+
+
+@router.post("/users")
+async def create_user(
+    request: Request,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+) -> Response:
+    """Add a user (audited as the console's admin)."""
+    check_csrf(request, me, csrf)
+    user = await keys.create_user(_as_admin(request, session, resources), name=name)
+    return _to(f"/console/users/{user.id}")
+
+
+@router.get("/users/{user_id}")
+async def user_page(
+    request: Request, user_id: str, me: AdminConsoleDep, session: SessionDep
+) -> HTMLResponse:
+    """One user: its keys (create, revoke) and whether it may sign in and call."""
+    user = await keys.get_user(session, user_id=user_id)
+    user_keys = await keys.list_keys(session, user_id=user_id)
+    return _page(request, "user.html", me=me, user=user, keys=user_keys, new_key=None)
+
+
+@router.post("/users/{user_id}/state")
+async def set_user_state(
+    request: Request,
+    user_id: str,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+    disabled: Annotated[bool, Form()],
+) -> Response:
+    """Disable or re-enable a user."""
+    check_csrf(request, me, csrf)
+    db = _as_admin(request, session, resources)
+    await keys.update_user(db, user_id=user_id, changes={"disabled": disabled})
+    return _to(f"/console/users/{user_id}")
+
+
+@router.post("/users/{user_id}/keys")
+async def create_key(
+    request: Request,
+    user_id: str,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+    name: Annotated[str, Form(max_length=200)] = "",
+) -> HTMLResponse:
+    """Issue a key: its plaintext is on this page and nowhere else, ever."""
+    check_csrf(request, me, csrf)
+    db = _as_admin(request, session, resources)
+    _, plaintext = await keys.create_key(db, user_id=user_id, name=name)
+    user = await keys.get_user(session, user_id=user_id)
+    user_keys = await keys.list_keys(session, user_id=user_id)
+    return _page(request, "user.html", me=me, user=user, keys=user_keys, new_key=plaintext)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(
+    request: Request,
+    key_id: str,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+) -> Response:
+    """Revoke a key; every process stops accepting it within a second."""
+    check_csrf(request, me, csrf)
+    key = await keys.revoke_key(_as_admin(request, session, resources), key_id=key_id)
+    return _to(f"/console/users/{key.user_id}")
+
+
+@router.get("/audit")
+async def audit(request: Request, me: AdminConsoleDep, session: SessionDep) -> HTMLResponse:
+    """The latest admin changes."""
+    entries = await audit_log(session, entity=None, entity_id=None, limit=200)
+    return _page(request, "audit.html", me=me, entries=entries)
+
+
+@router.get("/my")
+async def my_page(
+    request: Request, me: ConsoleDep, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    """A user's latest tasks (videos playable) and this month's usage and budgets."""
+    if me.is_admin or me.user_id is None or me.key_id is None:
+        return _to("/console")
+    query = TaskListQuery.model_validate({"page_num": 1, "page_size": 50})
+    total, tasks = await repository.task_page(
+        resources.autocommit_engine, user_id=me.user_id, token_id=None, query=query
+    )
+    usage = await self_service_usage(session, user_id=me.user_id, key_id=me.key_id)
+    shown = json.dumps(usage, default=str, indent=2)  # escaped by the template
+    return _page(request, "my.html", me=me, tasks=tasks, total=total, usage=shown)
+
+
+@router.get("/my/tasks/{task_id}/video")
+async def my_video(
+    request: Request,
+    task_id: str,
+    me: ConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
+) -> StreamingResponse:
+    """A user's own task's video, for the page's `<video>` (byte ranges, as the API)."""
+    auth = await keys.authenticate_by_id(
+        session, key_id=me.key_id or "", cache=resources.auth_cache
+    )
+    download = await content.task_content(
+        resources=resources,
+        auth=auth,
+        task_id=task_id,
+        variant=ContentVariant.VIDEO,
+        range_header=range_header,
+        if_none_match=None,
+        request_id=request.state.request_id,
+    )
+    return StreamingResponse(
+        download.body, status_code=download.status_code, headers=download.headers
+    )
+
+
+def _as_admin(request: Request, session: Any, resources: Any) -> Any:
+    address = client_address(request, resources.trusted_proxies)
+    return audited(session, actor="console:admin", address=address)
+
+
+def install_console(app: FastAPI) -> None:
+    """The console's pages, its static assets, and the sign-in redirect."""
+    app.include_router(router)
+    app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
+
+    async def sign_in(_request: Request, _exc: Exception) -> Response:
+        return _to("/console/login")
+
+    app.add_exception_handler(SignInRequired, sign_in)

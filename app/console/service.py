@@ -1,0 +1,87 @@
+"""What the console's pages show, gathered from the domains (nothing here writes but through
+their services, in sessions the audit log follows)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.resources import Resources
+from app.tasks import repository
+from app.usage.ledger import open_reservations
+from app.usage.models import MICROS
+from app.usage.reports import DailyCost, daily_costs
+
+By = Literal["model", "user", "key"]
+
+
+def money(micros: int) -> str:
+    """Micro-units as a decimal amount with two places at least."""
+    amount = Decimal(micros) / MICROS
+    return (
+        f"{amount:.2f}" if amount == amount.quantize(Decimal("0.01")) else str(amount.normalize())
+    )
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The admin's first page: spend against the previous period, open work."""
+
+    spend: list[dict[str, str]]  # per currency: today, yesterday, this month, last month
+    open_tasks: dict[str, int]
+    reservations: dict[str, tuple[int, int]]
+
+
+async def overview(session: AsyncSession, resources: Resources, *, now: datetime) -> Overview:
+    """Spend by day for this month and the last, open tasks by state, open reservations."""
+    today = now.astimezone(UTC).date()
+    month_start = today.replace(day=1)
+    last_month_start = (month_start - timedelta(days=1)).replace(day=1)
+    rows = await daily_costs(
+        session,
+        by="model",
+        start=_midnight(last_month_start),
+        end=_midnight(today) + timedelta(days=1),
+    )
+    by_currency: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        day = date.fromisoformat(row.day)
+        spent = by_currency[row.currency or "-"]
+        if day == today:
+            spent["today"] += row.cost_micros
+        if day == today - timedelta(days=1):
+            spent["yesterday"] += row.cost_micros
+        spent["this month" if day >= month_start else "last month"] += row.cost_micros
+    spend = [
+        {"currency": currency, **{name: money(micros) for name, micros in spent.items()}}
+        for currency, spent in sorted(by_currency.items())
+    ]
+    return Overview(
+        spend=spend,
+        open_tasks=await repository.open_counts(resources.autocommit_engine),
+        reservations=await open_reservations(resources.autocommit_engine),
+    )
+
+
+def chart(rows: list[DailyCost]) -> dict[str, Any]:
+    """Chart.js data: one stacked bar series per group, a bar per day, in currency units."""
+    days = sorted({row.day for row in rows})
+    series: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        series[row.label][row.day] = series[row.label].get(row.day, 0.0) + row.cost_micros / MICROS
+    return {
+        "labels": days,
+        "datasets": [
+            {"label": label, "data": [values.get(day, 0.0) for day in days]}
+            for label, values in sorted(series.items())
+        ],
+    }
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -1,0 +1,157 @@
+"""The console over HTTP: sign-in and its throttle, session cookies that expire and cannot be
+forged, CSRF on every form, admin pages closed to users, escaped text, costs that add up."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+
+from app.console.session import COOKIE
+from tests.conftest import ADMIN_TOKEN, Gateway
+from tests.helpers import TASKS, body, database_rows
+
+HTML = "text/html"
+
+
+def browser(gateway: Gateway) -> httpx.AsyncClient:
+    """A client that keeps cookies and does not follow redirects, like a page's forms."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=gateway.app), base_url="http://gateway.test"
+    )
+
+
+async def signed_in(gateway: Gateway, credential: str) -> tuple[httpx.AsyncClient, str]:
+    client = browser(gateway)
+    answer = await client.post("/console/login", data={"credential": credential})
+    assert answer.status_code == 303, answer.text
+    page = await client.get("/console/my" if credential != ADMIN_TOKEN else "/console")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    return client, csrf.group(1)
+
+
+async def test_sign_in_sets_a_strict_expiring_cookie_and_sign_out_drops_it(
+    gateway: Gateway,
+) -> None:
+    client = browser(gateway)
+    assert (await client.get("/console")).headers["location"] == "/console/login"
+    answer = await client.post("/console/login", data={"credential": ADMIN_TOKEN})
+    cookie = answer.headers["set-cookie"].lower()
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "httponly" in cookie and "samesite=strict" in cookie and "max-age=28800" in cookie
+    overview = await client.get("/console")
+    assert overview.status_code == 200 and "Overview" in overview.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', overview.text).group(1)  # type: ignore[union-attr]
+    out = await client.post("/console/logout", data={"csrf": csrf})
+    assert out.status_code == 303 and "max-age=0" in out.headers["set-cookie"].lower()
+    client.cookies.clear()
+    assert (await client.get("/console")).status_code == 303
+
+
+async def test_failed_sign_ins_count_towards_the_throttle(make_gateway) -> None:
+    gateway: Gateway = await make_gateway(auth_failure_limit="3/minute")
+    client = browser(gateway)
+    before = await database_rows(gateway.app)
+    codes = [
+        (await client.post("/console/login", data={"credential": f"sgw-wrong{n}"})).status_code
+        for n in range(5)
+    ]
+    assert codes[:3] == [401, 401, 401] and 429 in codes[3:]
+    assert await database_rows(gateway.app) == before
+
+
+async def test_forms_need_their_csrf_token(gateway: Gateway) -> None:
+    client, csrf = await signed_in(gateway, ADMIN_TOKEN)
+    before = await database_rows(gateway.app)
+    for sent in ({"name": "mallory"}, {"name": "mallory", "csrf": "forged"}):
+        assert (await client.post("/console/users", data=sent)).status_code in (400, 403)
+    other_site = {"Origin": "https://evil.example"}
+    refused = await client.post(
+        "/console/users", data={"name": "m", "csrf": csrf}, headers=other_site
+    )
+    assert refused.status_code == 403
+    assert await database_rows(gateway.app) == before
+
+    made = await client.post("/console/users", data={"name": "carol", "csrf": csrf})
+    assert made.status_code == 303
+    audit = (
+        await gateway.client.get(
+            "/admin/v1/audit", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+    ).json()
+    assert audit[0]["actor"] == "console:admin" and audit[0]["after"]["name"] == "carol"
+
+
+async def test_forged_altered_and_expired_sessions_are_signed_out(gateway: Gateway) -> None:
+    client, _ = await signed_in(gateway, ADMIN_TOKEN)
+    sealed = client.cookies[COOKIE]
+    signer = gateway.app.state.resources.token_signer
+    payload = signer.unseal(sealed)
+    expired = signer.seal({**payload, "e": int(time.time()) - 1})
+    body_part, kid, mac = sealed.split(".")
+    altered = f"{body_part[:-2]}xx.{kid}.{mac}"
+    for cookie in (expired, altered, "not-a-session", f"{body_part}.{kid}.{'0' * 64}"):
+        visitor = browser(gateway)
+        visitor.cookies.set(COOKIE, cookie)
+        assert (await visitor.get("/console")).headers.get("location") == "/console/login"
+
+
+async def test_a_users_session_sees_only_its_own_and_no_admin_page(gateway: Gateway) -> None:
+    alice_user = await gateway.create_user("alice")
+    alice_key = await gateway.create_key(alice_user["id"])
+    bob = await gateway.user_client("bob")
+    mine = (await gateway.as_user(alice_key).post(TASKS, json=body())).json()["id"]
+    theirs = (await bob.post(TASKS, json=body())).json()["id"]
+    client, _ = await signed_in(gateway, alice_key)
+    page = await client.get("/console/my")
+    assert mine in page.text and theirs not in page.text
+    for path in ("/console/users", "/console/costs", "/console/audit", "/console/costs.csv"):
+        assert (await client.get(path)).status_code == 403, path
+    assert (await client.get(f"/console/my/tasks/{theirs}/video")).status_code == 404
+    video = await client.get(f"/console/my/tasks/{mine}/video", headers={"Range": "bytes=0-9"})
+    assert video.status_code == 206 and len(video.content) == 10
+
+
+async def test_revoking_the_key_signs_its_session_out(gateway: Gateway, admin_headers) -> None:
+    user = await gateway.create_user("alice")
+    key = await gateway.create_key(user["id"])
+    client, _ = await signed_in(gateway, key)
+    keys = (
+        await gateway.client.get(f"/admin/v1/users/{user['id']}/keys", headers=admin_headers)
+    ).json()
+    await gateway.client.delete(f"/admin/v1/keys/{keys[0]['id']}", headers=admin_headers)
+    assert (await client.get("/console/my")).headers.get("location") == "/console/login"
+
+
+async def test_text_people_chose_is_escaped(gateway: Gateway) -> None:
+    evil = '<script>alert("x")</script>'
+    user = await gateway.create_user(evil)
+    await gateway.create_key(user["id"], name='<img src=x onerror="alert(1)">')
+    client, _ = await signed_in(gateway, ADMIN_TOKEN)
+    for path in ("/console/users", f"/console/users/{user['id']}", "/console/audit"):
+        page = await client.get(path)
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text, path
+        assert "&lt;script&gt;" in page.text or "\\u003cscript\\u003e" in page.text, path
+
+
+async def test_the_costs_page_and_its_csv_add_up_to_the_ledger(
+    gateway: Gateway, admin_headers
+) -> None:
+    client_api = await gateway.user_client("alice")
+    for n in range(3):
+        task_id = (await client_api.post(TASKS, json=body(f"fox {n}"))).json()["id"]
+        await client_api.get(f"{TASKS}/{task_id}")
+    report = (
+        await gateway.client.get(
+            "/admin/v1/usage", params={"group_by": "model"}, headers=admin_headers
+        )
+    ).json()
+    total = sum(int(row["cost_micros"]) for row in report["rows"])
+    client, _ = await signed_in(gateway, ADMIN_TOKEN)
+    page = await client.get("/console/costs")
+    assert page.status_code == 200 and "chart.umd.min.js" in page.text
+    csv = (await client.get("/console/costs.csv")).text.splitlines()
+    assert csv[0] == "day,model,name,currency,cost,cost_micros,tokens"
+    assert sum(int(line.split(",")[5]) for line in csv[1:]) == total > 0
