@@ -155,3 +155,12 @@ async def test_the_costs_page_and_its_csv_add_up_to_the_ledger(
     csv = (await client.get("/console/costs.csv")).text.splitlines()
     assert csv[0] == "day,model,name,currency,cost,cost_micros,tokens"
     assert sum(int(line.split(",")[5]) for line in csv[1:]) == total > 0
+
+
+async def test_without_a_secret_to_seal_sessions_the_console_is_off(make_gateway) -> None:
+    admin = await make_gateway()
+    key = await admin.create_key((await admin.create_user("alice"))["id"])
+    without = await make_gateway(admin_token=None)
+    answer = await browser(without).post("/console/login", data={"credential": key})
+    assert answer.status_code == 403 and "console is off" in answer.text
+    assert "set-cookie" not in answer.headers

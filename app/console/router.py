@@ -69,6 +69,9 @@ async def login(
     credential: Annotated[str, Form(max_length=512)],
 ) -> Response:
     """Sign in; a wrong credential counts towards the failed-auth throttle, like on the API."""
+    if not resources.token_signer.enabled:  # nothing to seal sessions with
+        off = "The console is off: set GATEWAY_ADMIN_TOKEN or GATEWAY_BROWSER_TOKEN_SECRETS."
+        return _page(request, "login.html", status=403, error=off)
     address = await refuse_throttled_client(request, resources)
     admin = resources.settings.admin_token
     if admin is not None and secrets.compare_digest(
