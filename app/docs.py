@@ -1,6 +1,7 @@
 """`/docs`: Swagger UI served entirely by the gateway (its assets come with the package, in
 `app/static/swagger-ui`), so it works on a network without internet; its Authorize button takes
-a gateway key or the admin token (the schemes `app.openapi` declares). `/` leads there."""
+a gateway key or the admin token (the schemes `app.openapi` declares). `/` leads to the
+console, whose header links here."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ async def docs() -> HTMLResponse:
 
 @router.get("/")
 async def home() -> RedirectResponse:
-    """Where a person landing on the gateway can start."""
-    return RedirectResponse("/docs", status_code=307)
+    """Where a person landing on the gateway can start: the console."""
+    return RedirectResponse("/console", status_code=307)
 
 
 def install_docs(app: FastAPI) -> None:

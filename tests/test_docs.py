@@ -22,7 +22,7 @@ async def test_the_docs_page_loads_nothing_from_elsewhere(gateway: Gateway) -> N
     assert {scheme["scheme"] for scheme in schemes.values()} == {"bearer"}
 
 
-async def test_the_root_leads_to_the_docs(gateway: Gateway) -> None:
+async def test_the_root_leads_to_the_console(gateway: Gateway) -> None:
     answer = await gateway.client.get("/")
     assert answer.status_code == 307
-    assert answer.headers["location"] == "/docs"
+    assert answer.headers["location"] == "/console"

@@ -131,7 +131,7 @@ async def test_the_docs_render_offline_and_take_a_bearer_key(stack: Stack) -> No
                     else None
                 ),
             )
-            await page.goto(gateway.url + "/")  # redirected to /docs
+            await page.goto(gateway.url + "/docs")
             await page.wait_for_selector("button.authorize", timeout=20_000)
             operations = await page.locator(".opblock").count()
             await page.click("button.authorize")
