@@ -94,7 +94,7 @@ async def succeeded_task(client: httpx.AsyncClient, **fields: Any) -> str:
 async def test_outputs_are_archived_and_served_from_the_archive_after_the_link_expires(
     make_gateway, archive_settings, sim_state: SimulatorState, sim_config
 ) -> None:
-    sim_config.url_ttl_seconds = 2.0
+    sim_config.url_ttl_seconds = 3.0  # time enough to archive first, even on a busy machine
     gateway = await archive_gateway(make_gateway, archive_settings)
     client = await gateway.user_client("alice")
     task_id = await succeeded_task(client, return_last_frame=True)
@@ -105,7 +105,7 @@ async def test_outputs_are_archived_and_served_from_the_archive_after_the_link_e
     assert row["status"] == "archived"
     assert (row["video_bytes"], row["frame_bytes"]) == (len(VIDEO), len(FRAME))
     assert row["attempts"] == 0
-    await asyncio.sleep(3.1)  # the upstream's links are dead now
+    await asyncio.sleep(3.05)  # the upstream's links are dead now
     fetched = sim_state.calls["download_videos"]
 
     whole = await client.get(f"{TASKS}/{task_id}/content")
@@ -226,7 +226,7 @@ async def test_two_replicas_archive_each_task_once(
 async def test_copies_are_deleted_after_the_retention_period(
     make_gateway, archive_settings, sim_config
 ) -> None:
-    sim_config.url_ttl_seconds = 1.0
+    sim_config.url_ttl_seconds = 3.0  # time enough to archive first, even on a busy machine
     gateway = await archive_gateway(make_gateway, archive_settings, archive_retention_days=30)
     client = await gateway.user_client("alice")
     task_id = await succeeded_task(client)
@@ -245,7 +245,7 @@ async def test_copies_are_deleted_after_the_retention_period(
         await session.commit()
     await archive_round(gateway)
     assert (await archive_row(gateway, task_id))["status"] == "deleted"
-    await asyncio.sleep(1.05)  # and the upstream's link is gone too
+    await asyncio.sleep(3.05)  # and the upstream's link is gone too
     gone = await client.get(f"{TASKS}/{task_id}/content")
     assert gone.status_code == 410
     if archive_settings["archive_url"].startswith("file://"):
