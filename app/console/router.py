@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.responses import StreamingResponse
 from starlette.staticfiles import StaticFiles
 
@@ -35,7 +36,7 @@ from app.keys import service as keys
 from app.keys.tokens import looks_like_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
 from app.limits.clients import client_address
-from app.resources import ResourcesDep
+from app.resources import Resources, ResourcesDep
 from app.tasks import content, repository
 from app.tasks.content import ContentVariant
 from app.tasks.schemas import TaskListQuery
@@ -315,7 +316,8 @@ async def my_video(
     )
 
 
-def _as_admin(request: Request, session: Any, resources: Any) -> Any:
+def _as_admin(request: Request, session: AsyncSession, resources: Resources) -> AsyncSession:
+    """The session, acting for the console's admin: its changes go to the audit log."""
     address = client_address(request, resources.trusted_proxies)
     return audited(session, actor="console:admin", address=address)
 
