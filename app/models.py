@@ -5,7 +5,7 @@ from sqlmodel import SQLModel
 from app.admin.audit import AuditEntry
 from app.db import TurnSlot
 from app.keys.models import ApiKey, User
-from app.tasks.models import CallbackDelivery, Task, TaskArchive
+from app.tasks.models import CallbackDelivery, Task, TaskArchive, TaskEvent
 from app.usage.models import Budget, LedgerEntry, Price
 
 metadata = SQLModel.metadata
@@ -19,6 +19,7 @@ __all__ = [
     "Price",
     "Task",
     "TaskArchive",
+    "TaskEvent",
     "TurnSlot",
     "User",
     "metadata",

@@ -164,3 +164,25 @@ async def test_without_a_secret_to_seal_sessions_the_console_is_off(make_gateway
     answer = await browser(without).post("/console/login", data={"credential": key})
     assert answer.status_code == 403 and "console is off" in answer.text
     assert "set-cookie" not in answer.headers
+
+
+async def test_the_task_explorer_filters_and_a_task_shows_its_timeline(gateway: Gateway) -> None:
+    alice = await gateway.user_client("alice")
+    bob = await gateway.user_client("bob")
+    failed = (await alice.post(TASKS, json=body("fox [sim:fail]"))).json()["id"]
+    await alice.get(f"{TASKS}/{failed}")
+    done = (await bob.post(TASKS, json=body("fox"))).json()["id"]
+    await bob.get(f"{TASKS}/{done}")
+    client, _ = await signed_in(gateway, ADMIN_TOKEN)
+
+    listed = await client.get("/console/tasks", params={"status": "failed"})
+    assert failed in listed.text and done not in listed.text
+    everyone = await client.get("/console/tasks", params={"from": "2020-01-01", "to": "2099-12-31"})
+    assert failed in everyone.text and done in everyone.text
+
+    page = await client.get(f"/console/tasks/{failed}")
+    steps = re.findall(r'<td class="what">([^<]+)</td>', page.text)
+    assert steps[0] == "created" and steps[1] == "ledger reserve"
+    assert "status" in steps and steps[-1] == "ledger release"
+    assert "OutputVideoSensitiveContentDetected" in page.text  # the failure's code
+    assert (await client.get("/console/tasks/cgt-nope")).status_code == 404

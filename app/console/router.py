@@ -37,7 +37,7 @@ from app.keys.tokens import looks_like_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
 from app.limits.clients import client_address
 from app.resources import Resources, ResourcesDep
-from app.tasks import content, repository
+from app.tasks import content, explorer, repository
 from app.tasks.content import ContentVariant
 from app.tasks.schemas import TaskListQuery
 from app.usage.reports import daily_costs, parse_instant, self_service_usage
@@ -264,6 +264,42 @@ async def revoke_key(
     check_csrf(request, me, csrf)
     key = await keys.revoke_key(_as_admin(request, session, resources), key_id=key_id)
     return _to(f"/console/users/{key.user_id}")
+
+
+@router.get("/tasks")
+async def tasks(
+    request: Request,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    key: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    model: Annotated[str | None, Query(max_length=128)] = None,
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+) -> HTMLResponse:
+    """Every user's tasks, newest first (100), filtered by user, key, status, model and date."""
+    since = parse_instant(start or None, param="from")
+    until = parse_instant(end or None, param="to")
+    filters = explorer.TaskFilter(
+        user_id=user or None,
+        key_id=key or None,
+        status=status or None,
+        model=model or None,
+        since=since,
+        until=until + timedelta(days=1) if until and end and len(end) == 10 else until,
+    )
+    found = await explorer.explore(session, filters=filters)
+    return _page(request, "tasks.html", me=me, tasks=found, filters=filters, start=start, end=end)
+
+
+@router.get("/tasks/{task_id}")
+async def task_page(
+    request: Request, task_id: str, me: AdminConsoleDep, session: SessionDep
+) -> HTMLResponse:
+    """One task and its timeline."""
+    task, moments = await explorer.timeline(session, task_id=task_id)
+    return _page(request, "task.html", me=me, task=task, moments=moments)
 
 
 @router.get("/audit")

@@ -72,6 +72,7 @@ class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_user_created", "user_id", "created_at"),
+        Index("ix_tasks_created", "created_at"),
         Index("ix_tasks_status_next_check", "status", "next_check_at"),
         Index("ix_tasks_key_status", "key_id", "status"),
         UniqueConstraint("key_id", "idempotency_key", name="uq_tasks_key_idempotency"),
@@ -177,3 +178,19 @@ class TaskArchive(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     archived_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     delete_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TaskEvent(SQLModel, table=True):
+    """A moment in a task's life the console's timeline shows: a status change (written with
+    the change), or a refresh that failed."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_task_events_task", "task_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(foreign_key="tasks.id", max_length=64)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    kind: str = Field(max_length=16)  # `status` or `refresh_failed`
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str | None = Field(default=None, max_length=16)
+    detail: str | None = Field(default=None, max_length=255)

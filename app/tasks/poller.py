@@ -33,7 +33,7 @@ from app.errors import new_request_id
 from app.metrics import Metrics
 from app.pacing import Pacer
 from app.tasks.callbacks import deliver_due
-from app.tasks.models import OPEN_STATUSES, Task, TaskStatus
+from app.tasks.models import OPEN_STATUSES, Task, TaskEvent, TaskStatus
 from app.tasks.observe import observe_open_tasks
 from app.tasks.reconcile import reconcile_unknowns
 from app.tasks.render import OutputLinks
@@ -260,4 +260,6 @@ class Poller:
                     check_failures=failures, next_check_at=next_check_at(now, failures=failures)
                 )
             )
+            detail = "not found upstream" if missing else f"failure {failures} in a row"
+            session.add(TaskEvent(task_id=task.id, kind="refresh_failed", detail=detail))
             await session.commit()

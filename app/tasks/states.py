@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import release_connection, utcnow
 from app.errors import GatewayError, UpstreamRelayed
 from app.tasks.callbacks import queue_callback
-from app.tasks.models import OPEN_STATUSES, Task, TaskArchive, TaskStatus
+from app.tasks.models import OPEN_STATUSES, Task, TaskArchive, TaskEvent, TaskStatus
 from app.upstream.client import UpstreamClient
 from app.usage.ledger import record_outcome
 
@@ -55,6 +55,15 @@ async def transition(
     )
     moved: bool = result.rowcount == 1
     if moved and to_status != from_status:
+        session.add(
+            TaskEvent(
+                task_id=task.id,
+                kind="status",
+                from_status=from_status,
+                to_status=to_status,
+                detail=values.get("error_code"),
+            )
+        )
         queue_callback(session, task=task, status=to_status, values=values)
         if to_status == TaskStatus.SUCCEEDED and task.archive:
             session.add(TaskArchive(task_id=task.id))  # the archiver copies its outputs
