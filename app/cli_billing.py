@@ -37,6 +37,9 @@ def add_commands(commands: Any, with_session: Any) -> None:
     set_budget.add_argument("--period", default="monthly", choices=["daily", "monthly", "total"])
     set_budget.add_argument("--limit", type=Decimal, default=None, help="in currency units")
     set_budget.add_argument("--limit-tokens", type=int, default=None)
+    set_budget.add_argument(
+        "--alert-at", default=None, help="percentages that raise an alert, e.g. 80,100"
+    )
     set_budget.set_defaults(handler=lambda a, s: _budgets_set(a, s, with_session))
     list_budgets = budget_actions.add_parser("list", help="every budget, or one user's")
     list_budgets.add_argument("--user", default=None)
@@ -105,6 +108,7 @@ def _budgets_set(args: argparse.Namespace, settings: Settings, with_session: Any
             period=args.period,
             limit_micros=limit,
             limit_tokens=args.limit_tokens,
+            alert_percents=[int(p) for p in args.alert_at.split(",")] if args.alert_at else None,
         ),
     )
     print(

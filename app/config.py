@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # `text` for people, `json` for log pipelines (one object per line; the container's default).
     log_format: Literal["text", "json"] = "text"
+    # Where alerts go (budget thresholds crossed, the master key refused): a Slack-compatible
+    # webhook (`{"text": …}`), reached under the callbacks' rules. Unset: alerts are kept only.
+    alert_webhook_url: str | None = None
     # A bearer token `/metrics` asks for (unset: open, for a scraper inside the network).
     metrics_token: SecretStr | None = None
 
@@ -131,6 +134,10 @@ class Settings(BaseSettings):
             raise ValueError("each GATEWAY_BROWSER_TOKEN_SECRETS entry needs 32+ characters")
         if any(origin.rstrip("/") != origin or "://" not in origin for origin in self.cors_origins):
             raise ValueError("GATEWAY_CORS_ORIGINS takes exact origins like https://app.example")
+        if self.alert_webhook_url and not self.alert_webhook_url.startswith(
+            ("https://", "http://")
+        ):
+            raise ValueError("GATEWAY_ALERT_WEBHOOK_URL must be an http(s) URL")
         if self.archive_url and not self.archive_url.startswith(("file:///", "s3://")):
             raise ValueError("GATEWAY_ARCHIVE_URL must be file:///dir or s3://bucket/prefix")
         if self.admin_token is not None:

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from app.alerts import raise_alert
 from app.coalesce import Coalescer
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_sessionmaker, utcnow
 from app.keys.service import AuthCache
 from app.keys.tokens import TokenSigner
 from app.limits.clients import parse_networks
@@ -63,6 +64,19 @@ async def open_resources(
         transport=upstream_transport,
     )
     metrics = Metrics()
+    sessionmaker = create_sessionmaker(engine, info={"metrics": metrics})
+
+    async def master_key_refused() -> None:
+        async with sessionmaker() as session:
+            await raise_alert(
+                session,
+                dedupe=f"master-key:{utcnow():%Y-%m-%dT%H}",  # at most one an hour
+                kind="master_key",
+                message="The upstream refused the gateway's master key (401/403): creates and "
+                "refreshes fail until GATEWAY_UPSTREAM_API_KEY is fixed.",
+            )
+            await session.commit()
+
     limiter = RateLimiter(
         redis_url=settings.redis_url,
         key_prefix=settings.redis_key_prefix,
@@ -73,8 +87,8 @@ async def open_resources(
             settings=settings,
             engine=engine,
             autocommit_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
-            sessionmaker=create_sessionmaker(engine, info={"metrics": metrics}),
-            upstream=UpstreamClient(http, metrics),
+            sessionmaker=sessionmaker,
+            upstream=UpstreamClient(http, metrics, on_key_refused=master_key_refused),
             callbacks=callbacks,
             downloads=downloads,
             store=open_store(settings),
@@ -114,6 +128,7 @@ def poller_for(resources: Resources) -> Poller:
         # No request to take an address from: GATEWAY_PUBLIC_BASE_URL, else links are relative.
         links=output_links(resources, base_url=""),
         metrics=resources.metrics,
+        alert_webhook_url=settings.alert_webhook_url,
     )
 
 

@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from app.admin.audit import AuditEntry
+from app.alerts import Alert
 from app.db import TurnSlot
 from app.keys.models import ApiKey, User
 from app.tasks.models import CallbackDelivery, Task, TaskArchive, TaskEvent
@@ -11,6 +12,7 @@ from app.usage.models import Budget, LedgerEntry, Price
 metadata = SQLModel.metadata
 
 __all__ = [
+    "Alert",
     "ApiKey",
     "AuditEntry",
     "Budget",

@@ -44,6 +44,7 @@ async def set_user_budget(user_id: str, body: BudgetSet, session: AdminSessionDe
         period=body.period,
         limit_micros=body.micros(),
         limit_tokens=body.limit_tokens,
+        alert_percents=body.alert_percents,
     )
     return BudgetPublic.model_validate(budget)
 
@@ -58,6 +59,7 @@ async def set_key_budget(key_id: str, body: BudgetSet, session: AdminSessionDep)
         period=body.period,
         limit_micros=body.micros(),
         limit_tokens=body.limit_tokens,
+        alert_percents=body.alert_percents,
     )
     return BudgetPublic.model_validate(budget)
 

@@ -104,6 +104,9 @@ class PricePublic(BaseModel):
     effective_from: datetime
 
 
+AlertPercents = Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(max_length=5)]
+
+
 class BudgetSet(BaseModel):
     """A budget: a cost limit (currency units or micro-units) and/or a token limit, per period."""
 
@@ -117,6 +120,8 @@ class BudgetSet(BaseModel):
     limit: Money | None = None
     limit_micros: Amount | None = None
     limit_tokens: Amount | None = None
+    # Percentages of a limit whose crossing notifies GATEWAY_ALERT_WEBHOOK_URL, once per period.
+    alert_percents: AlertPercents | None = None
 
     def micros(self) -> int | None:
         """The cost limit in micro-units, if any."""
@@ -134,3 +139,4 @@ class BudgetPublic(BaseModel):
     period: str
     limit_micros: int | None
     limit_tokens: int | None
+    alert_percents: list[int] | None = None

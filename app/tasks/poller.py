@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.alerts import deliver_alerts
 from app.db import exclusive_turn, utcnow
 from app.errors import new_request_id
 from app.metrics import Metrics
@@ -76,6 +77,7 @@ class Poller:
     # The gateway's output links for callback payloads (the archive on), else None.
     links: OutputLinks | None = None
     metrics: Metrics | None = None
+    alert_webhook_url: str | None = None
     pacer: Pacer = field(init=False)
     list_pacer: Pacer = field(init=False)
 
@@ -150,9 +152,20 @@ class Poller:
             *(refresh(task_id) for task_id in to_refresh),
             self._reconcile(unknown, pace_list),
             self._deliver_callbacks(),
+            self._deliver_alerts(),
         )
         await self._deliver_callbacks()
         return observed + len(task_ids)
+
+    async def _deliver_alerts(self) -> None:
+        if self.alert_webhook_url is None:
+            return
+        try:
+            await deliver_alerts(
+                sessionmaker=self.sessionmaker, http=self.callbacks, url=self.alert_webhook_url
+            )
+        except Exception:
+            logger.exception("poller: delivering alerts failed")
 
     async def _deliver_callbacks(self) -> None:
         await deliver_due(

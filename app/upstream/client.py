@@ -9,6 +9,7 @@ Upstream answers are mapped onto the gateway's errors here:
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -65,9 +66,16 @@ class UpstreamClient:
     """Seedance's task API as async methods returning parsed JSON; each call is counted by
     its kind and status (`timeout` and `unreachable` when there is none)."""
 
-    def __init__(self, http: httpx.AsyncClient, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        metrics: Metrics | None = None,
+        on_key_refused: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._http = http
         self._calls = metrics.upstream_calls if metrics is not None else None
+        # Told when the upstream refuses the master key (it raises an alert).
+        self._on_key_refused = on_key_refused
 
     async def create_task(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
         """POST a create; returns the upstream body (`{"id": ...}`)."""
@@ -123,6 +131,11 @@ class UpstreamClient:
                 "The upstream service is unreachable.", maybe_created=creates and sent
             ) from None
         self._count(kind, str(response.status_code))
+        if response.status_code in (401, 403) and self._on_key_refused is not None:
+            try:
+                await self._on_key_refused()
+            except Exception:  # the alert is a bonus; the answer below is what matters
+                logger.exception("raising the master-key alert failed")
         return _parse(response, method=method, path=path, creates=creates)
 
     def _count(self, kind: str, status: str) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.alerts import raise_alert
 from app.db import utcnow
 from app.errors import InvalidParameter, NotFound, TooManyRequests
 from app.keys.models import ApiKey, User
@@ -108,6 +109,8 @@ class BudgetRule:
     period: str
     limit_micros: int | None
     limit_tokens: int | None
+    scope: str = ""
+    alert_percents: tuple[int, ...] = ()
 
 
 async def budgets_for(
@@ -120,7 +123,15 @@ async def budgets_for(
     if rules is None:
         found = await session.exec(select(Budget).where(col(Budget.scope).in_(scopes)))
         rules = tuple(
-            BudgetRule(b.key_id, b.period, b.limit_micros, b.limit_tokens) for b in found.all()
+            BudgetRule(
+                b.key_id,
+                b.period,
+                b.limit_micros,
+                b.limit_tokens,
+                b.scope,
+                tuple(b.alert_percents or ()),
+            )
+            for b in found.all()
         )
         cache.put("\n".join(scopes), rules)
     return rules
@@ -153,6 +164,8 @@ async def enforce_budgets(
         over_tokens = (
             budget.limit_tokens is not None and used.tokens + add_tokens > budget.limit_tokens
         )
+        if not (over_cost or over_tokens):
+            await _alert_crossings(session, budget, start, used, add_micros, add_tokens)
         if over_cost or over_tokens:
             scope = "key" if budget.key_id else "user"
             retry_after = int((end - now).total_seconds()) if end else 86_400
@@ -164,6 +177,32 @@ async def enforce_budgets(
             )
 
 
+async def _alert_crossings(
+    session: AsyncSession,
+    budget: BudgetRule,
+    start: datetime | None,
+    used: Spend,
+    add_micros: int,
+    add_tokens: int,
+) -> None:
+    """Queue an alert for each threshold this reservation takes the budget across (once per
+    period: the alert's key names the period)."""
+    period = start.date().isoformat() if start is not None else "total"
+    for limit, before, added, unit in (
+        (budget.limit_micros, used.micros, add_micros, "cost"),
+        (budget.limit_tokens, used.tokens, add_tokens, "tokens"),
+    ):
+        for percent in budget.alert_percents:
+            if limit and before * 100 < percent * limit <= (before + added) * 100:
+                await raise_alert(
+                    session,
+                    dedupe=f"budget:{budget.scope}:{period}:{unit}:{percent}",
+                    kind="budget",
+                    message=f"Budget {budget.scope} ({budget.period}) passed {percent}% of its "
+                    f"{unit} limit: {before + added} of {limit}.",
+                )
+
+
 async def set_budget(
     session: AsyncSession,
     *,
@@ -172,8 +211,10 @@ async def set_budget(
     period: str,
     limit_micros: int | None,
     limit_tokens: int | None,
+    alert_percents: list[int] | None = None,
 ) -> Budget:
-    """Create or replace the budget of a user or one of its keys."""
+    """Create or replace the budget of a user or one of its keys (with the percentages of its
+    limits whose crossing raises an alert)."""
     if limit_micros is None and limit_tokens is None:
         raise InvalidParameter("limit", "give a cost limit, a token limit, or both")
     if key_id is not None:
@@ -188,6 +229,7 @@ async def set_budget(
     if budget is None:
         budget = Budget(scope=scope, user_id=user_id, key_id=key_id)
     budget.period, budget.limit_micros, budget.limit_tokens = period, limit_micros, limit_tokens
+    budget.alert_percents = sorted(set(alert_percents)) if alert_percents else None
     budget.updated_at = utcnow()
     session.add(budget)
     await session.commit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
@@ -84,5 +84,7 @@ class Budget(SQLModel, table=True):
     period: str = Field(default=BudgetPeriod.MONTHLY, max_length=16)
     limit_micros: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     limit_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Percentages of a limit whose crossing notifies the alert webhook, once per period.
+    alert_percents: list[int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
