@@ -21,16 +21,16 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-async def upgrade_to_head(url: str) -> None:
-    """Apply every migration not yet applied to the database at `url`."""
+async def upgrade_to_head(url: str, *, revision: str = "head") -> None:
+    """Apply every migration not yet applied to the database at `url` (up to `revision`)."""
     engine = create_engine(url, timeout_seconds=600)  # a migration may take long
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_upgrade, alembic_config(url))
+            await connection.run_sync(_upgrade, alembic_config(url), revision)
     finally:
         await engine.dispose()
 
 
-def _upgrade(connection: Connection, config: Config) -> None:
+def _upgrade(connection: Connection, config: Config, revision: str) -> None:
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)

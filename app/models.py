@@ -8,6 +8,7 @@ from app.db import TurnSlot
 from app.keys.models import ApiKey, User
 from app.tasks.models import CallbackDelivery, Task, TaskArchive, TaskEvent
 from app.usage.models import Budget, LedgerEntry, Price
+from app.usage.rollup import DailySpend
 
 metadata = SQLModel.metadata
 
@@ -17,6 +18,7 @@ __all__ = [
     "AuditEntry",
     "Budget",
     "CallbackDelivery",
+    "DailySpend",
     "LedgerEntry",
     "Price",
     "Task",

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.console import run_console
 from bench.proxy import run_proxy
 from bench.ratelimit import run_ratelimit
 from bench.trips import run_trips
@@ -56,6 +57,10 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
                 run_wrk, pg_url, pg_dir, redis_url=f"redis://127.0.0.1:{REDIS_PORT}/0"
             )
             report["trips"] = await run_trips(pg_url, pg_dir, redis_port=REDIS_PORT)
+        async with scratch_postgres(f"sgw_bench_console_{os.getpid()}") as console_url:
+            console_dir = Path(tmp, "console")
+            console_dir.mkdir()
+            report["console"] = await run_console(console_url, console_dir)
         report["upstream_client"] = await run_upstream_client(
             Path(tmp), total=total, concurrency=concurrency
         )
@@ -90,6 +95,11 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
     print_table(
         "Added p50 latency at 100 requests/s (gateway minus the simulator direct)",
         report["trips"]["added_latency"],
+    )
+    print_table(
+        f"Console pages with {report['console']['tasks']:,} tasks in PostgreSQL (median of 20, "
+        "beside /healthz)",
+        report["console"]["rows"],
     )
     print_table(
         "Upstream client: httpx transport (baseline) vs httpx-aiohttp",

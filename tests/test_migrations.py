@@ -6,8 +6,10 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from app.db import create_engine
+from app.migrate import upgrade_to_head
 from app.models import metadata
 
 
@@ -24,3 +26,67 @@ async def test_models_and_migrations_agree(database_url: str) -> None:
     finally:
         await engine.dispose()
     assert differences == []
+
+
+async def test_the_daily_rollup_is_filled_from_the_ledger_that_came_before(tmp_path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/before.db"
+    await upgrade_to_head(url, revision="0012")
+    engine = create_engine(url)
+    rows = [  # two settled tasks of one day, one released, one settled the next day
+        ("t1", "reserve", 100, 250, "2026-11-01 10:00:00"),
+        ("t1", "settle", 90, 225, "2026-11-01 10:05:00"),
+        ("t2", "reserve", 100, 250, "2026-11-01 23:59:00"),
+        ("t2", "settle", 80, 200, "2026-11-02 00:03:00"),
+        ("t3", "reserve", 100, 250, "2026-11-01 11:00:00"),
+        ("t3", "release", 0, 0, "2026-11-01 11:02:00"),
+        ("t4", "reserve", 100, 250, "2026-11-02 09:00:00"),
+        ("t4", "settle", 70, 175, "2026-11-02 09:02:00"),
+    ]
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO users (id, name, disabled, created_at, updated_at) "
+                    "VALUES ('u', 'u', 0, '2026-11-01', '2026-11-01')"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) "
+                    "VALUES ('k', 'u', '', 'sgw-x', 'h', '2026-11-01')"
+                )
+            )
+            for task_id, kind, tokens, cost, at in rows:
+                if kind == "reserve":
+                    await connection.execute(
+                        text(
+                            "INSERT INTO tasks (id, user_id, key_id, model, service_tier, status,"
+                            " execution_expires_after, check_failures, archive, created_at,"
+                            " updated_at) VALUES (:id, 'u', 'k', 'm', 'default', 'succeeded',"
+                            " 1, 0, 0, :at, :at)"
+                        ),
+                        {"id": task_id, "at": at},
+                    )
+                await connection.execute(
+                    text(
+                        "INSERT INTO ledger (task_id, kind, user_id, key_id, model, service_tier,"
+                        " tokens, total_tokens, cost_micros, currency, created_at) VALUES"
+                        " (:task, :kind, 'u', 'k', 'm', 'default', :tokens, :tokens, :cost,"
+                        " 'USD', :at)"
+                    ),
+                    {"task": task_id, "kind": kind, "tokens": tokens, "cost": cost, "at": at},
+                )
+        await upgrade_to_head(url)
+        async with engine.connect() as connection:
+            rolled = (
+                await connection.execute(
+                    text("SELECT day, tasks, tokens, cost_micros FROM daily_spend ORDER BY day")
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    # t2 counts on the day it was created, as budgets and reports count it
+    assert [tuple(row) for row in rolled] == [
+        ("2026-11-01", 2, 170, 425),
+        ("2026-11-02", 1, 70, 175),
+    ]

@@ -24,6 +24,7 @@ from app.tasks.catalog import ModelSpec
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus, status_in
 from app.ttl_cache import TtlCache
 from app.usage.models import MICROS, LedgerEntry, LedgerKind, Price
+from app.usage.rollup import add_settlement
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ async def record_outcome(
             price=price,
         )
     session.add(entry)
+    if entry.kind == LedgerKind.SETTLE:
+        await add_settlement(session, reserve=reserve, settle=entry)
     metrics = session.info.get("metrics")
     if isinstance(metrics, Metrics):
         after_commit(session, partial(_count_outcome, metrics, status, entry))

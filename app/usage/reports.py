@@ -31,6 +31,7 @@ from app.usage.budgets import (
     with_outcomes,
 )
 from app.usage.models import MICROS
+from app.usage.rollup import DailySpend
 
 GroupBy = Literal["user", "key", "model", "day", "task"]
 
@@ -160,30 +161,30 @@ async def daily_costs(
     end: datetime,
     user_id: str | None = None,
 ) -> list[DailyCost]:
-    """Per day and per model, user or key: what was settled for tasks created in [start, end)."""
-    dialect = session.get_bind().dialect.name
-    day = _group_column("day", dialect).label("day")
-    group = _group_column(by, dialect).label("group")
+    """Per day and per model, user or key: what was settled for tasks created in [start, end)
+    (whole UTC days), from the rollup kept as tasks settle (`app.usage.rollup`)."""
+    group = {"model": DailySpend.model, "user": DailySpend.user_id, "key": DailySpend.key_id}[by]
     query = (
-        with_outcomes(
-            sa_select(
-                day,
-                group,
-                col(RESERVE.currency),
-                func.coalesce(func.sum(col(SETTLE.cost_micros)), 0),
-                func.coalesce(func.sum(col(SETTLE.tokens)), 0),
-            )
+        sa_select(
+            col(DailySpend.day),
+            col(group),
+            col(DailySpend.currency),
+            func.sum(col(DailySpend.cost_micros)),
+            func.sum(col(DailySpend.tokens)),
         )
-        .where(col(RESERVE.created_at) >= start, col(RESERVE.created_at) < end)
-        .group_by(day, group, col(RESERVE.currency))
-        .order_by(day, group)
+        .where(
+            col(DailySpend.day) >= start.date().isoformat(),
+            col(DailySpend.day) < end.date().isoformat(),
+        )
+        .group_by(col(DailySpend.day), col(group), col(DailySpend.currency))
+        .order_by(col(DailySpend.day), col(group))
     )
     if user_id is not None:
-        query = query.where(col(RESERVE.user_id) == user_id)
+        query = query.where(col(DailySpend.user_id) == user_id)
     rows = (await session.exec(query)).all()  # type: ignore[call-overload]
     labels = await _labels(session, by, {str(row[1]) for row in rows})
     return [
-        DailyCost(str(d), str(g), labels.get(str(g), str(g)), c, int(micros), int(tokens))
+        DailyCost(str(d), str(g), labels.get(str(g), str(g)), c or None, int(micros), int(tokens))
         for d, g, c, micros, tokens in rows
     ]
 
