@@ -94,7 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     key_limits.add_argument("key_id")
     _limit_options(key_limits)
     key_limits.set_defaults(handler=_keys_limits)
-    worker = commands.add_parser("worker", help="run only the poller (no HTTP)")
+    worker = commands.add_parser(
+        "worker", help="run only the poller and archiver (HTTP only for /metrics and /healthz)"
+    )
+    worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics and /healthz on this port"
+    )
+    worker.add_argument("--host", default="127.0.0.1", help="address of the metrics port")
     worker.set_defaults(handler=_running("worker"))
     add_billing_commands(commands, _with_session)
     return parser

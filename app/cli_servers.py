@@ -18,6 +18,7 @@ from app.config import Settings
 from app.lifespan import open_resources, running_poller
 from app.main import create_app
 from app.migrate import upgrade_to_head
+from app.ops.router import worker_metrics_app
 from app.server import serve_gateway, server_options
 from app.simulator.app import create_simulator_app
 from app.simulator.state import SimConfig
@@ -65,7 +66,7 @@ def simulate(args: argparse.Namespace, settings: Settings) -> None:
     uvicorn.run(create_simulator_app(config), host=args.host, port=args.port, log_config=None)
 
 
-def worker(_args: argparse.Namespace, settings: Settings) -> None:
+def worker(args: argparse.Namespace, settings: Settings) -> None:
     async def work() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -73,7 +74,21 @@ def worker(_args: argparse.Namespace, settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         worker_settings = settings.model_copy(update={"poller_enabled": True})
         async with open_resources(worker_settings) as resources, running_poller(resources):
+            if args.metrics_port is None:
+                await stop.wait()
+                return
+            # The poller's, callbacks' and archive's counters live in this process: serve them.
+            config = uvicorn.Config(
+                worker_metrics_app(resources),
+                host=args.host,
+                port=args.metrics_port,
+                log_config=None,
+            )
+            server = uvicorn.Server(config)
+            serving = asyncio.create_task(server.serve())
             await stop.wait()
+            server.should_exit = True
+            await serving
 
     asyncio.run(work())
 

@@ -17,7 +17,7 @@ from volcenginesdkarkruntime._exceptions import ArkAPIStatusError, ArkConflictEr
 
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import Stack, follow
-from tests.e2e.processes import Process
+from tests.e2e.processes import Process, free_port, start
 from tests.e2e.toggle_proxy import ToggleProxy
 
 pytestmark = pytest.mark.e2e
@@ -129,6 +129,37 @@ def test_metrics_add_up_every_workers_requests(stack: Stack) -> None:
     for text in scrapes:  # whichever worker answers the scrape counts all 30
         found = counted.search(text)
         assert found is not None and float(found.group(1)) == 30.0
+
+
+def test_a_worker_process_serves_its_own_metrics(stack: Stack) -> None:
+    gateway = stack.start_gateway(GATEWAY_POLLER_ENABLED="false")  # the worker settles tasks
+    key = stack.new_key(gateway, "worker-metrics")
+    port = free_port()
+    token = "worker-metrics-token-0123456789"
+    worker = start(
+        ["worker", "--metrics-port", str(port)],
+        env=stack.env(GATEWAY_POLL_INTERVAL_SECONDS="0.5", GATEWAY_METRICS_TOKEN=token),
+        port=port,
+        log=stack.tmp / "worker.log",
+    )
+    try:
+        bearer = {"Authorization": f"Bearer {key}"}
+        created = httpx.post(f"{gateway.url}{TASKS}", content=CREATE, headers=bearer).json()
+        assert httpx.get(f"{worker.url}/metrics").status_code == 401
+        finished = 0.0
+        deadline = time.monotonic() + 30
+        while finished < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            text = httpx.get(
+                f"{worker.url}/metrics", headers={"Authorization": f"Bearer {token}"}
+            ).text
+            found = re.search(r'sgw_tasks_finished_total\{status="succeeded"\} (\S+)', text)
+            finished = float(found.group(1)) if found else 0.0
+        assert finished == 1.0, created
+        assert re.search(r"sgw_poller_cycle_seconds_count \d+", text)
+        assert 'sgw_upstream_calls_total{call="list",status="200"}' in text
+    finally:
+        worker.stop()
 
 
 def test_slow_bodies_time_out_and_hold_no_database_connection(stack: Stack) -> None:
