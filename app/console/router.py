@@ -9,17 +9,17 @@ import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Form, Header, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from sqlmodel.ext.asyncio.session import AsyncSession
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.responses import StreamingResponse
 from starlette.staticfiles import StaticFiles
 
-from app.admin.audit import audit_log, audited
+from app.admin.audit import audit_log
 from app.console import service
+from app.console.manage import router as manage_router
+from app.console.pages import CsrfField, page, to
 from app.console.session import (
     COOKIE,
     SESSION_SECONDS,
@@ -35,31 +35,20 @@ from app.errors import AuthenticationFailed
 from app.keys import service as keys
 from app.keys.tokens import looks_like_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
-from app.limits.clients import client_address
-from app.resources import Resources, ResourcesDep
+from app.resources import ResourcesDep
 from app.tasks import content, explorer, repository
 from app.tasks.content import ContentVariant
 from app.tasks.schemas import TaskListQuery
 from app.usage.reports import daily_costs, parse_instant, self_service_usage
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-pages = Jinja2Templates(directory=Path(__file__).parent / "templates")
 STATIC = Path(__file__).parents[1] / "static" / "console"
-CsrfField = Annotated[str, Form(max_length=64)]
-
-
-def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return pages.TemplateResponse(request, name, context, status_code=status)
-
-
-def _to(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303)
 
 
 @router.get("/login")
 async def login_page(request: Request) -> HTMLResponse:
     """The sign-in form: the admin token, or a gateway key."""
-    return _page(request, "login.html")
+    return page(request, "login.html")
 
 
 @router.post("/login")
@@ -72,7 +61,7 @@ async def login(
     """Sign in; a wrong credential counts towards the failed-auth throttle, like on the API."""
     if not resources.token_signer.enabled:  # nothing to seal sessions with
         off = "The console is off: set GATEWAY_ADMIN_TOKEN or GATEWAY_BROWSER_TOKEN_SECRETS."
-        return _page(request, "login.html", status=403, error=off)
+        return page(request, "login.html", status=403, error=off)
     address = await refuse_throttled_client(request, resources)
     admin = resources.settings.admin_token
     if admin is not None and secrets.compare_digest(
@@ -88,9 +77,9 @@ async def login(
             )
         except AuthenticationFailed:
             await count_auth_failure(resources, address)
-            return _page(request, "login.html", status=401, error="That did not work.")
+            return page(request, "login.html", status=401, error="That did not work.")
         signed_in = new_session(role="user", user_id=auth.user_id, key_id=auth.key_id)
-    answer = _to("/console")
+    answer = to("/console")
     answer.set_cookie(
         COOKIE,
         cookie_value(resources, signed_in),
@@ -107,7 +96,7 @@ async def login(
 async def logout(request: Request, me: ConsoleDep, csrf: CsrfField) -> Response:
     """Sign out: the cookie is dropped."""
     check_csrf(request, me, csrf)
-    answer = _to("/console/login")
+    answer = to("/console/login")
     answer.delete_cookie(COOKIE, path="/console")
     return answer
 
@@ -118,9 +107,9 @@ async def home(
 ) -> Response:
     """The admin's overview; a user's own page."""
     if not me.is_admin:
-        return _to("/console/my")
+        return to("/console/my")
     overview = await service.overview(session, resources, now=datetime.now(UTC))
-    return _page(request, "overview.html", me=me, overview=overview)
+    return page(request, "overview.html", me=me, overview=overview)
 
 
 @router.get("/costs")
@@ -135,7 +124,7 @@ async def costs(
     """Cost by day, stacked by model, user or key, for a range (default: the last 30 days)."""
     since, until = _range(start, end)
     rows = await daily_costs(session, by=by, start=since, end=until)
-    return _page(
+    return page(
         request,
         "costs.html",
         me=me,
@@ -184,88 +173,6 @@ def _range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
     return since, (until + timedelta(days=1)) if until else today + timedelta(days=1)
 
 
-@router.get("/users")
-async def users(request: Request, me: AdminConsoleDep, session: SessionDep) -> HTMLResponse:
-    """Every user, and a form to add one."""
-    return _page(request, "users.html", me=me, users=await keys.list_users(session))
-
-
-@router.post("/users")
-async def create_user(
-    request: Request,
-    me: AdminConsoleDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    csrf: CsrfField,
-    name: Annotated[str, Form(min_length=1, max_length=200)],
-) -> Response:
-    """Add a user (audited as the console's admin)."""
-    check_csrf(request, me, csrf)
-    user = await keys.create_user(_as_admin(request, session, resources), name=name)
-    return _to(f"/console/users/{user.id}")
-
-
-@router.get("/users/{user_id}")
-async def user_page(
-    request: Request, user_id: str, me: AdminConsoleDep, session: SessionDep
-) -> HTMLResponse:
-    """One user: its keys (create, revoke) and whether it may sign in and call."""
-    user = await keys.get_user(session, user_id=user_id)
-    user_keys = await keys.list_keys(session, user_id=user_id)
-    return _page(request, "user.html", me=me, user=user, keys=user_keys, new_key=None)
-
-
-@router.post("/users/{user_id}/state")
-async def set_user_state(
-    request: Request,
-    user_id: str,
-    me: AdminConsoleDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    csrf: CsrfField,
-    disabled: Annotated[bool, Form()],
-) -> Response:
-    """Disable or re-enable a user."""
-    check_csrf(request, me, csrf)
-    db = _as_admin(request, session, resources)
-    await keys.update_user(db, user_id=user_id, changes={"disabled": disabled})
-    return _to(f"/console/users/{user_id}")
-
-
-@router.post("/users/{user_id}/keys")
-async def create_key(
-    request: Request,
-    user_id: str,
-    me: AdminConsoleDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    csrf: CsrfField,
-    name: Annotated[str, Form(max_length=200)] = "",
-) -> HTMLResponse:
-    """Issue a key: its plaintext is on this page and nowhere else, ever."""
-    check_csrf(request, me, csrf)
-    db = _as_admin(request, session, resources)
-    _, plaintext = await keys.create_key(db, user_id=user_id, name=name)
-    user = await keys.get_user(session, user_id=user_id)
-    user_keys = await keys.list_keys(session, user_id=user_id)
-    return _page(request, "user.html", me=me, user=user, keys=user_keys, new_key=plaintext)
-
-
-@router.post("/keys/{key_id}/revoke")
-async def revoke_key(
-    request: Request,
-    key_id: str,
-    me: AdminConsoleDep,
-    session: SessionDep,
-    resources: ResourcesDep,
-    csrf: CsrfField,
-) -> Response:
-    """Revoke a key; every process stops accepting it within a second."""
-    check_csrf(request, me, csrf)
-    key = await keys.revoke_key(_as_admin(request, session, resources), key_id=key_id)
-    return _to(f"/console/users/{key.user_id}")
-
-
 @router.get("/tasks")
 async def tasks(
     request: Request,
@@ -290,7 +197,7 @@ async def tasks(
         until=until + timedelta(days=1) if until and end and len(end) == 10 else until,
     )
     found = await explorer.explore(session, filters=filters)
-    return _page(request, "tasks.html", me=me, tasks=found, filters=filters, start=start, end=end)
+    return page(request, "tasks.html", me=me, tasks=found, filters=filters, start=start, end=end)
 
 
 @router.get("/tasks/{task_id}")
@@ -299,14 +206,14 @@ async def task_page(
 ) -> HTMLResponse:
     """One task and its timeline."""
     task, moments = await explorer.timeline(session, task_id=task_id)
-    return _page(request, "task.html", me=me, task=task, moments=moments)
+    return page(request, "task.html", me=me, task=task, moments=moments)
 
 
 @router.get("/audit")
 async def audit(request: Request, me: AdminConsoleDep, session: SessionDep) -> HTMLResponse:
     """The latest admin changes."""
     entries = await audit_log(session, entity=None, entity_id=None, limit=200)
-    return _page(request, "audit.html", me=me, entries=entries)
+    return page(request, "audit.html", me=me, entries=entries)
 
 
 @router.get("/my")
@@ -315,14 +222,14 @@ async def my_page(
 ) -> Response:
     """A user's latest tasks (videos playable) and this month's usage and budgets."""
     if me.is_admin or me.user_id is None or me.key_id is None:
-        return _to("/console")
+        return to("/console")
     query = TaskListQuery.model_validate({"page_num": 1, "page_size": 50})
     total, tasks = await repository.task_page(
         resources.autocommit_engine, user_id=me.user_id, token_id=None, query=query
     )
     usage = await self_service_usage(session, user_id=me.user_id, key_id=me.key_id)
     shown = json.dumps(usage, default=str, indent=2)  # escaped by the template
-    return _page(request, "my.html", me=me, tasks=tasks, total=total, usage=shown)
+    return page(request, "my.html", me=me, tasks=tasks, total=total, usage=shown)
 
 
 @router.get("/my/tasks/{task_id}/video")
@@ -352,18 +259,13 @@ async def my_video(
     )
 
 
-def _as_admin(request: Request, session: AsyncSession, resources: Resources) -> AsyncSession:
-    """The session, acting for the console's admin: its changes go to the audit log."""
-    address = client_address(request, resources.trusted_proxies)
-    return audited(session, actor="console:admin", address=address)
-
-
 def install_console(app: FastAPI) -> None:
     """The console's pages, its static assets, and the sign-in redirect."""
     app.include_router(router)
+    app.include_router(manage_router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
 
     async def sign_in(_request: Request, _exc: Exception) -> Response:
-        return _to("/console/login")
+        return to("/console/login")
 
     app.add_exception_handler(SignInRequired, sign_in)
