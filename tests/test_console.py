@@ -186,3 +186,52 @@ async def test_the_task_explorer_filters_and_a_task_shows_its_timeline(gateway: 
     assert "status" in steps and steps[-1] == "ledger release"
     assert "OutputVideoSensitiveContentDetected" in page.text  # the failure's code
     assert (await client.get("/console/tasks/cgt-nope")).status_code == 404
+
+
+async def test_budgets_limits_and_prices_are_set_from_the_console(
+    gateway: Gateway, admin_headers
+) -> None:
+    user = await gateway.create_user("alice")
+    client, csrf = await signed_in(gateway, ADMIN_TOKEN)
+    page = f"/console/users/{user['id']}"
+    budget = {"csrf": csrf, "period": "daily", "limit": "12.50", "alert_percents": "80,50"}
+    assert (await client.post(f"{page}/budget", data=budget)).status_code == 303
+    limits = {"csrf": csrf, "create_rate_limit": "5/minute", "max_tasks_in_flight": "3"}
+    assert (await client.post(f"{page}/limits", data=limits)).status_code == 303
+    price = {
+        "csrf": csrf,
+        "model": "seedance-1-0-lite-t2v-250428",
+        "price_per_million_tokens": "1.2",
+    }
+    assert (await client.post("/console/prices", data=price)).status_code == 303
+
+    admin = {"headers": admin_headers}
+    (set_budget,) = (
+        await gateway.client.get(f"/admin/v1/users/{user['id']}/budgets", **admin)
+    ).json()
+    assert (set_budget["period"], set_budget["limit_micros"]) == ("daily", 12_500_000)
+    assert set_budget["alert_percents"] == [50, 80]
+    shown = (await gateway.client.get(f"/admin/v1/users/{user['id']}", **admin)).json()
+    assert (shown["create_rate_limit"], shown["max_tasks_in_flight"]) == ("5/minute", 3)
+    assert shown["read_rate_limit"] is None  # empty: the default
+    listed = (await gateway.client.get("/admin/v1/prices", **admin)).json()
+    assert any(
+        p["model"] == price["model"] and p["micros_per_million_tokens"] == 1_200_000 for p in listed
+    )
+    assert (
+        "12.50" in (await client.get(page)).text
+        and "1.20" in (await client.get("/console/prices")).text
+    )
+
+    before = await database_rows(gateway.app)
+    bad = [
+        (f"{page}/budget", {"csrf": csrf, "limit_tokens": "lots"}),
+        (f"{page}/limits", {"csrf": csrf, "create_rate_limit": "often"}),
+        ("/console/prices", {"csrf": csrf, "model": "m", "price_per_million_tokens": "-1"}),
+        (f"{page}/budget", {"limit": "1"}),  # no CSRF token
+    ]
+    for path, form in bad:
+        assert (await client.post(path, data=form)).status_code in (400, 403), path
+    assert await database_rows(gateway.app) == before
+    assert (await client.post(f"{page}/budget/delete", data={"csrf": csrf})).status_code == 303
+    assert (await gateway.client.get(f"/admin/v1/users/{user['id']}/budgets", **admin)).json() == []

@@ -1,6 +1,8 @@
 """Console pages that change who may do what: users, keys, budgets, limit overrides, prices.
-Every form checks its CSRF token; every change goes through the domains' services in a session
-the audit log follows (`console:admin`)."""
+
+Every form checks its CSRF token and is validated by the admin API's own schemas; every change
+goes through the domains' services in a session the audit log follows (`console:admin`).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +10,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.admin.billing_schemas import BudgetSet, PriceCreate
+from app.admin.schemas import LimitOverrides
 from app.console.pages import CsrfField, as_admin, page, to
-from app.console.session import AdminConsoleDep, check_csrf
+from app.console.service import money
+from app.console.session import AdminConsoleDep, ConsoleSession, check_csrf
 from app.db import SessionDep
+from app.errors import InvalidParameter
 from app.keys import service as keys
 from app.resources import ResourcesDep
+from app.usage import budgets, prices
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -44,9 +52,7 @@ async def user_page(
     request: Request, user_id: str, me: AdminConsoleDep, session: SessionDep
 ) -> HTMLResponse:
     """One user: its keys (create, revoke) and whether it may sign in and call."""
-    user = await keys.get_user(session, user_id=user_id)
-    user_keys = await keys.list_keys(session, user_id=user_id)
-    return page(request, "user.html", me=me, user=user, keys=user_keys, new_key=None)
+    return await _user_page(request, me, session, user_id=user_id, new_key=None)
 
 
 @router.post("/users/{user_id}/state")
@@ -80,9 +86,7 @@ async def create_key(
     check_csrf(request, me, csrf)
     db = as_admin(request, session, resources)
     _, plaintext = await keys.create_key(db, user_id=user_id, name=name)
-    user = await keys.get_user(session, user_id=user_id)
-    user_keys = await keys.list_keys(session, user_id=user_id)
-    return page(request, "user.html", me=me, user=user, keys=user_keys, new_key=plaintext)
+    return await _user_page(request, me, session, user_id=user_id, new_key=plaintext)
 
 
 @router.post("/keys/{key_id}/revoke")
@@ -98,3 +102,153 @@ async def revoke_key(
     check_csrf(request, me, csrf)
     key = await keys.revoke_key(as_admin(request, session, resources), key_id=key_id)
     return to(f"/console/users/{key.user_id}")
+
+
+async def _user_page(
+    request: Request,
+    me: ConsoleSession,
+    session: AsyncSession,
+    *,
+    user_id: str,
+    new_key: str | None,
+) -> HTMLResponse:
+    user = await keys.get_user(session, user_id=user_id)
+    user_keys = await keys.list_keys(session, user_id=user_id)
+    own = [b for b in await budgets.budgets_of(session, user_id=user_id) if b.key_id is None]
+    return page(
+        request,
+        "user.html",
+        me=me,
+        user=user,
+        keys=user_keys,
+        new_key=new_key,
+        budget=own[0] if own else None,
+        money=money,
+    )
+
+
+@router.post("/users/{user_id}/budget")
+async def set_budget(
+    request: Request,
+    user_id: str,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+    period: Annotated[str, Form(max_length=16)] = "monthly",
+    limit: Annotated[str, Form(max_length=40)] = "",
+    limit_tokens: Annotated[str, Form(max_length=20)] = "",
+    alert_percents: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    """Set or replace the user's budget (validated as the admin API validates it)."""
+    check_csrf(request, me, csrf)
+    body = BudgetSet.model_validate(
+        {
+            "period": period,
+            "limit": limit or None,
+            "limit_tokens": _whole(limit_tokens, "limit_tokens"),
+            "alert_percents": [_whole(p, "alert_percents") for p in alert_percents.split(",")]
+            if alert_percents.strip()
+            else None,
+        }
+    )
+    await budgets.set_budget(
+        as_admin(request, session, resources),
+        user_id=user_id,
+        key_id=None,
+        period=body.period,
+        limit_micros=body.micros(),
+        limit_tokens=body.limit_tokens,
+        alert_percents=body.alert_percents,
+    )
+    return to(f"/console/users/{user_id}")
+
+
+@router.post("/users/{user_id}/budget/delete")
+async def delete_budget(
+    request: Request,
+    user_id: str,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+) -> Response:
+    """Remove the user's budget."""
+    check_csrf(request, me, csrf)
+    await budgets.delete_budget(as_admin(request, session, resources), scope=f"user:{user_id}")
+    return to(f"/console/users/{user_id}")
+
+
+@router.post("/users/{user_id}/limits")
+async def set_limits(
+    request: Request,
+    user_id: str,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+    create_rate_limit: Annotated[str, Form(max_length=64)] = "",
+    read_rate_limit: Annotated[str, Form(max_length=64)] = "",
+    max_tasks_in_flight: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    """The user's limit overrides; an empty field restores the gateway's default."""
+    check_csrf(request, me, csrf)
+    overrides = LimitOverrides.model_validate(
+        {
+            "create_rate_limit": create_rate_limit or None,
+            "read_rate_limit": read_rate_limit or None,
+            "max_tasks_in_flight": _whole(max_tasks_in_flight, "max_tasks_in_flight"),
+        }
+    )
+    db = as_admin(request, session, resources)
+    await keys.update_user(db, user_id=user_id, changes=overrides.model_dump())
+    return to(f"/console/users/{user_id}")
+
+
+@router.get("/prices")
+async def price_list(request: Request, me: AdminConsoleDep, session: SessionDep) -> HTMLResponse:
+    """Every price, history included, and a form to add one."""
+    found = await prices.list_prices(session)
+    return page(request, "prices.html", me=me, prices=found, money=money)
+
+
+@router.post("/prices")
+async def add_price(
+    request: Request,
+    me: AdminConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+    model: Annotated[str, Form(max_length=128)],
+    price_per_million_tokens: Annotated[str, Form(max_length=40)],
+    service_tier: Annotated[str, Form(max_length=16)] = "default",
+    currency: Annotated[str, Form(max_length=8)] = "USD",
+) -> Response:
+    """Add a price from now on (older tasks keep the price they had)."""
+    check_csrf(request, me, csrf)
+    body = PriceCreate.model_validate(
+        {
+            "model": model,
+            "service_tier": service_tier,
+            "currency": currency,
+            "price_per_million_tokens": price_per_million_tokens,
+        }
+    )
+    await prices.add_price(
+        as_admin(request, session, resources),
+        model=body.model,
+        service_tier=body.service_tier,
+        currency=body.currency,
+        micros_per_million_tokens=body.micros(),
+        effective_from=None,
+    )
+    return to("/console/prices")
+
+
+def _whole(text: str, param: str) -> int | None:
+    """A form's whole number (empty: none); 400 naming the field for anything else."""
+    if not text.strip():
+        return None
+    if not text.strip().isdigit() or len(text.strip()) > 12:
+        raise InvalidParameter(param, "expected a whole number")
+    return int(text)
