@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     # Where alerts go (budget thresholds crossed, the master key refused): a Slack-compatible
     # webhook (`{"text": …}`), reached under the callbacks' rules. Unset: alerts are kept only.
     alert_webhook_url: str | None = None
+    # Whether users signed in to the console may create and revoke their own keys.
+    console_user_keys: bool = False
     # A bearer token `/metrics` asks for (unset: open, for a scraper inside the network).
     metrics_token: SecretStr | None = None
 

@@ -235,3 +235,45 @@ async def test_budgets_limits_and_prices_are_set_from_the_console(
     assert await database_rows(gateway.app) == before
     assert (await client.post(f"{page}/budget/delete", data={"csrf": csrf})).status_code == 303
     assert (await gateway.client.get(f"/admin/v1/users/{user['id']}/budgets", **admin)).json() == []
+
+
+async def test_users_manage_their_own_keys_only_when_allowed(make_gateway) -> None:
+    closed: Gateway = await make_gateway()
+    key = await closed.create_key((await closed.create_user("alice"))["id"])
+    client, csrf = await signed_in(closed, key)
+    assert (await client.get("/console/my/keys")).status_code == 403
+    assert (await client.post("/console/my/keys", data={"csrf": csrf})).status_code == 403
+
+    gateway: Gateway = await make_gateway(console_user_keys=True)
+    bob = await gateway.create_user("bob")
+    bobs_key = await gateway.create_key(bob["id"])
+    client, csrf = await signed_in(gateway, key)
+    made = await client.post("/console/my/keys", data={"csrf": csrf, "name": "laptop"})
+    new_key = re.search(r'id="new-key">([^<]+)<', made.text).group(1)  # type: ignore[union-attr]
+    assert (await gateway.as_user(new_key).get(TASKS)).status_code == 200
+    page = await client.get("/console/my/keys")
+    assert page.text.count('class="state"') == 2  # alice's two keys, not bob's
+    listing = f"/admin/v1/users/{bob['id']}/keys"
+    bob_keys = (
+        await gateway.client.get(listing, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    ).json()
+    refused = await client.post(f"/console/my/keys/{bob_keys[0]['id']}/revoke", data={"csrf": csrf})
+    assert refused.status_code == 404
+    assert (await gateway.as_user(bobs_key).get(TASKS)).status_code == 200
+    mine = re.findall(r'action="/console/my/keys/([^/]+)/revoke"', page.text)
+    session_key = signer_key_id(client, gateway)
+    for key_id in sorted(mine, key=lambda k: k == session_key):  # the session's own key last
+        answer = await client.post(f"/console/my/keys/{key_id}/revoke", data={"csrf": csrf})
+        assert answer.status_code == 303
+    assert (await gateway.as_user(new_key).get(TASKS)).status_code == 401
+    assert (await client.get("/console/my")).headers.get("location") == "/console/login"
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    audit = (await gateway.client.get("/admin/v1/audit", headers=admin)).json()
+    by_user = [(e["action"], e["entity"]) for e in audit if e["actor"].startswith("console:user:")]
+    assert sorted(by_user) == [("create", "key"), ("update", "key"), ("update", "key")]
+
+
+def signer_key_id(client: httpx.AsyncClient, gateway: Gateway) -> str:
+    """The key a console session was signed in with (read from its sealed cookie)."""
+    payload = gateway.app.state.resources.token_signer.unseal(client.cookies[COOKIE])
+    return str(payload["k"])

@@ -14,13 +14,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.admin.billing_schemas import BudgetSet, PriceCreate
 from app.admin.schemas import LimitOverrides
-from app.console.pages import CsrfField, as_admin, page, to
+from app.console.pages import CsrfField, as_admin, as_user, page, to
 from app.console.service import money
-from app.console.session import AdminConsoleDep, ConsoleSession, check_csrf
+from app.console.session import AdminConsoleDep, ConsoleDep, ConsoleSession, check_csrf
 from app.db import SessionDep
-from app.errors import InvalidParameter
+from app.errors import AccessDenied, InvalidParameter, NotFound
 from app.keys import service as keys
-from app.resources import ResourcesDep
+from app.resources import Resources, ResourcesDep
 from app.usage import budgets, prices
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -252,3 +252,62 @@ def _whole(text: str, param: str) -> int | None:
     if not text.strip().isdigit() or len(text.strip()) > 12:
         raise InvalidParameter(param, "expected a whole number")
     return int(text)
+
+
+@router.post("/my/keys")
+async def create_my_key(
+    request: Request,
+    me: ConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+    name: Annotated[str, Form(max_length=200)] = "",
+) -> HTMLResponse:
+    """A user makes a key of their own (if the admin allows it); shown once, on this page."""
+    user_id = _own_keys_allowed(request, me, resources, csrf)
+    db = as_user(request, session, resources, me)
+    _, plaintext = await keys.create_key(db, user_id=user_id, name=name)
+    return page(
+        request,
+        "my_keys.html",
+        me=me,
+        keys=await keys.list_keys(session, user_id=user_id),
+        new_key=plaintext,
+    )
+
+
+@router.get("/my/keys")
+async def my_keys(
+    request: Request, me: ConsoleDep, session: SessionDep, resources: ResourcesDep
+) -> HTMLResponse:
+    """A user's keys, to create and revoke (if the admin allows it)."""
+    if me.is_admin or me.user_id is None or not resources.settings.console_user_keys:
+        raise AccessDenied("Users may not manage their own keys here.")
+    found = await keys.list_keys(session, user_id=me.user_id)
+    return page(request, "my_keys.html", me=me, keys=found, new_key=None)
+
+
+@router.post("/my/keys/{key_id}/revoke")
+async def revoke_my_key(
+    request: Request,
+    key_id: str,
+    me: ConsoleDep,
+    session: SessionDep,
+    resources: ResourcesDep,
+    csrf: CsrfField,
+) -> Response:
+    """A user revokes one of their own keys (404 for anyone else's); revoking the key they
+    signed in with ends this session too."""
+    user_id = _own_keys_allowed(request, me, resources, csrf)
+    owned = {key.id for key in await keys.list_keys(session, user_id=user_id)}
+    if key_id not in owned:
+        raise NotFound(f"The key {key_id} does not exist.", param="key_id")
+    await keys.revoke_key(as_user(request, session, resources, me), key_id=key_id)
+    return to("/console/my/keys")
+
+
+def _own_keys_allowed(request: Request, me: ConsoleSession, resources: Resources, csrf: str) -> str:
+    check_csrf(request, me, csrf)
+    if me.is_admin or me.user_id is None or not resources.settings.console_user_keys:
+        raise AccessDenied("Users may not manage their own keys here.")
+    return me.user_id
