@@ -277,3 +277,14 @@ def signer_key_id(client: httpx.AsyncClient, gateway: Gateway) -> str:
     """The key a console session was signed in with (read from its sealed cookie)."""
     payload = gateway.app.state.resources.token_signer.unseal(client.cookies[COOKIE])
     return str(payload["k"])
+
+
+async def test_a_new_admin_token_signs_every_admin_out(make_gateway) -> None:
+    secrets = {"browser_token_secrets": ["console-test-secret-0123456789abcdef"]}
+    before: Gateway = await make_gateway(**secrets)
+    client, _ = await signed_in(before, ADMIN_TOKEN)
+    after: Gateway = await make_gateway(**secrets, admin_token="a-brand-new-admin-token-0123")
+    visitor = browser(after)
+    visitor.cookies.set(COOKIE, client.cookies[COOKIE])
+    assert (await visitor.get("/console")).headers.get("location") == "/console/login"
+    assert (await client.get("/console")).status_code == 200  # the old gateway still takes it

@@ -3,11 +3,13 @@ HttpOnly, SameSite=Strict cookie the gateway seals (HMAC with the browser-token 
 expires; each carries a CSRF token that every form that changes something must send back.
 
 A user's session names its key, which is checked as on the API (cached ≤ 1 s): revoking the key
-or disabling the user signs the session out.
+or disabling the user signs the session out. An admin's session names (a digest of) the admin
+token it was opened with: a new admin token signs every admin out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -66,7 +68,15 @@ def cookie_value(resources: Resources, session: ConsoleSession) -> str:
         "u": session.user_id,
         "k": session.key_id,
     }
+    if session.is_admin:
+        payload["a"] = _admin_mark(resources)
     return resources.token_signer.seal(payload)
+
+
+def _admin_mark(resources: Resources) -> str | None:
+    """A digest of the admin token an admin session was opened with: a new token ends them."""
+    token = resources.settings.admin_token
+    return None if token is None else hashlib.sha256(token.get_secret_value().encode()).hexdigest()
 
 
 async def current_session(request: Request, resources: ResourcesDep) -> ConsoleSession:
@@ -88,9 +98,14 @@ async def current_session(request: Request, resources: ResourcesDep) -> ConsoleS
         async with resources.sessionmaker() as db:
             if session.key_id is None or await _key_is_gone(db, resources, session.key_id):
                 raise SignInRequired()
-    elif session.role != "admin":
+    elif session.role != "admin" or not _same_admin_token(payload, resources):
         raise SignInRequired()
     return session
+
+
+def _same_admin_token(payload: dict[str, Any], resources: Resources) -> bool:
+    mark = _admin_mark(resources)
+    return mark is not None and secrets.compare_digest(str(payload.get("a")), mark)
 
 
 async def _key_is_gone(db: AsyncSession, resources: Resources, key_id: str) -> bool:
