@@ -104,7 +104,9 @@ class PricePublic(BaseModel):
     effective_from: datetime
 
 
-AlertPercents = Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(max_length=5)]
+AlertPercents = Annotated[
+    list[Annotated[int, Field(ge=1, le=100), BeforeValidator(whole)]], Field(max_length=5)
+]
 
 
 class BudgetSet(BaseModel):

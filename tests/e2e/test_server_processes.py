@@ -72,7 +72,7 @@ def test_every_line_about_a_request_says_which_in_both_formats(
     bearer = {"Authorization": f"Bearer {key}", "Connection": "close"}
     answers = []
     with httpx.Client(base_url=gateway.url, headers=bearer) as client:
-        for _ in range(6):  # new connections, so both workers answer some
+        for _ in range(20):  # new connections, so both workers answer some
             created = client.post(TASKS, content=CREATE, params={"probe": ADMIN_TOKEN})
             task_id = created.json()["id"]
             answers.append((created.headers["x-request-id"], task_id))
