@@ -288,3 +288,19 @@ async def test_a_new_admin_token_signs_every_admin_out(make_gateway) -> None:
     visitor.cookies.set(COOKIE, client.cookies[COOKIE])
     assert (await visitor.get("/console")).headers.get("location") == "/console/login"
     assert (await client.get("/console")).status_code == 200  # the old gateway still takes it
+
+
+async def test_the_overview_shows_queue_use_trouble_and_refusals(make_gateway) -> None:
+    gateway: Gateway = await make_gateway(create_rate_limit="2/minute")
+    client_api = await gateway.user_client("alice")
+    failed = (await client_api.post(TASKS, json=body("fox [sim:fail]"))).json()["id"]
+    await client_api.get(f"{TASKS}/{failed}")
+    await client_api.post(TASKS, json=body("waits [sim:hold]"))
+    assert (await client_api.post(TASKS, json=body())).status_code == 429
+    client, _ = await signed_in(gateway, ADMIN_TOKEN)
+    page = (await client.get("/console")).text
+    in_flight = re.search(r'id="in-flight">.*?<div class="big">([^<]+)</div>', page, re.S)
+    assert in_flight is not None and in_flight.group(1).split() == ["1", "/", "1000"]
+    trouble = re.search(r'id="trouble">(.*?)</div>\s*<div class="card" id="refusals"', page, re.S)
+    assert trouble is not None and "failed: <strong>1</strong>" in trouble.group(1)
+    assert "RateLimitExceeded.KeyCreate: <strong>1</strong>" in page

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.resources import Resources
-from app.tasks import repository
+from app.tasks import explorer, repository
 from app.usage.ledger import open_reservations
 from app.usage.models import MICROS
 from app.usage.reports import DailyCost, daily_costs
@@ -35,6 +35,11 @@ class Overview:
     spend: list[dict[str, str]]  # per currency: today, yesterday, this month, last month
     open_tasks: dict[str, int]
     reservations: dict[str, tuple[int, int]]
+    # Open tasks against the gateway-wide cap: how much of the account's queue is in use.
+    in_flight: int
+    in_flight_cap: int
+    trouble: dict[str, int]  # upstream trouble in the last hour, from the task events
+    refusals: dict[str, int]  # limit refusals by code since this process started
 
 
 async def overview(session: AsyncSession, resources: Resources, *, now: datetime) -> Overview:
@@ -61,11 +66,27 @@ async def overview(session: AsyncSession, resources: Resources, *, now: datetime
         {"currency": currency, **{name: money(micros) for name, micros in spent.items()}}
         for currency, spent in sorted(by_currency.items())
     ]
+    open_tasks = await repository.open_counts(resources.autocommit_engine)
     return Overview(
         spend=spend,
-        open_tasks=await repository.open_counts(resources.autocommit_engine),
+        open_tasks=open_tasks,
         reservations=await open_reservations(resources.autocommit_engine),
+        in_flight=sum(open_tasks.values()),
+        in_flight_cap=resources.settings.max_tasks_in_flight_global,
+        trouble=await explorer.recent_trouble(session, since=now - timedelta(hours=1)),
+        refusals=_refusals(resources),
     )
+
+
+def _refusals(resources: Resources) -> dict[str, int]:
+    """429s by code, as this process's metrics have counted them (a refused request writes
+    nothing, so no replica-wide record of them exists but the metrics scrape)."""
+    counts: dict[str, int] = {}
+    for family in resources.metrics.refusals.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.value:
+                counts[sample.labels["code"]] = int(sample.value)
+    return counts
 
 
 def chart(rows: list[DailyCost]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -89,3 +90,22 @@ async def timeline(session: AsyncSession, *, task_id: str) -> tuple[Task, list[M
         detail = f"{archive.status}, {archive.attempts} failed attempts"
         moments.append(Moment(at, "archive", detail, archive.last_error or ""))
     return task, sorted(moments, key=lambda moment: moment.at)
+
+
+async def recent_trouble(session: AsyncSession, *, since: datetime) -> dict[str, int]:
+    """What went wrong upstream since `since`: refreshes that failed, creates refused
+    (`rejected`) or left in doubt (`unknown`), tasks that failed or expired (from the events,
+    indexed by time)."""
+    rows = await session.exec(
+        select(TaskEvent.kind, TaskEvent.to_status, func.count())
+        .where(col(TaskEvent.at) >= since)
+        .where(
+            (col(TaskEvent.kind) == "refresh_failed")
+            | col(TaskEvent.to_status).in_(["rejected", "unknown", "failed", "expired"])
+        )
+        .group_by(col(TaskEvent.kind), col(TaskEvent.to_status))
+    )
+    return {
+        ("refresh failed" if kind == "refresh_failed" else str(status)): int(count)
+        for kind, status, count in rows.all()
+    }

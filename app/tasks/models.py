@@ -185,7 +185,10 @@ class TaskEvent(SQLModel, table=True):
     the change), or a refresh that failed."""
 
     __tablename__ = "task_events"
-    __table_args__ = (Index("ix_task_events_task", "task_id", "id"),)
+    __table_args__ = (
+        Index("ix_task_events_task", "task_id", "id"),
+        Index("ix_task_events_at", "at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     task_id: str = Field(foreign_key="tasks.id", max_length=64)

@@ -35,10 +35,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_task_events_task", "task_events", ["task_id", "id"])
+    op.create_index("ix_task_events_at", "task_events", ["at"])
     op.create_index("ix_tasks_created", "tasks", ["created_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_tasks_created", table_name="tasks")
+    op.drop_index("ix_task_events_at", table_name="task_events")
     op.drop_index("ix_task_events_task", table_name="task_events")
     op.drop_table("task_events")
