@@ -4,6 +4,7 @@ headers, and a database that goes away or hangs."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import threading
@@ -19,6 +20,7 @@ from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import Stack, follow
 from tests.e2e.processes import Process, free_port, start
 from tests.e2e.toggle_proxy import ToggleProxy
+from tests.scratch_db import scratch_postgres
 
 pytestmark = pytest.mark.e2e
 TASKS = "/api/v3/contents/generations/tasks"
@@ -131,7 +133,18 @@ def test_metrics_add_up_every_workers_requests(stack: Stack) -> None:
         assert found is not None and float(found.group(1)) == 30.0
 
 
-def test_a_worker_process_serves_its_own_metrics(stack: Stack) -> None:
+async def test_a_worker_process_serves_its_own_metrics(stack: Stack) -> None:
+    # A database of its own: the module's other gateways run pollers that would settle first.
+    async with scratch_postgres(f"sgw_e2e_worker_{os.getpid()}") as database_url:
+        alone = Stack(simulator=stack.simulator, database_url=database_url, tmp=stack.tmp)
+        try:
+            _worker_settles_and_counts(alone)
+        finally:
+            for process in alone.gateways:
+                process.stop()
+
+
+def _worker_settles_and_counts(stack: Stack) -> None:
     gateway = stack.start_gateway(GATEWAY_POLLER_ENABLED="false")  # the worker settles tasks
     key = stack.new_key(gateway, "worker-metrics")
     port = free_port()
