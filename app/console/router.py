@@ -3,8 +3,6 @@ tasks (with their videos) and usage. Server-rendered (Jinja2, escaped everywhere
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -147,23 +145,10 @@ async def costs_csv(
 ) -> PlainTextResponse:
     """What the chart shows, as CSV (cost in currency units and in micro-units)."""
     since, until = _range(start, end)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["day", by, "name", "currency", "cost", "cost_micros", "tokens"])
-    for row in await daily_costs(session, by=by, start=since, end=until):
-        writer.writerow(
-            [
-                row.day,
-                row.group,
-                row.label,
-                row.currency or "",
-                service.money(row.cost_micros),
-                row.cost_micros,
-                row.tokens,
-            ]
-        )
+    rows = await daily_costs(session, by=by, start=since, end=until)
+    text = service.costs_csv(rows, by=by)
     headers = {"Content-Disposition": f'attachment; filename="costs-by-{by}.csv"'}
-    return PlainTextResponse(out.getvalue(), media_type="text/csv", headers=headers)
+    return PlainTextResponse(text, media_type="text/csv", headers=headers)
 
 
 def _range(start: str | None, end: str | None) -> tuple[datetime, datetime]:

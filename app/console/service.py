@@ -3,6 +3,8 @@ their services, in sessions the audit log follows)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -106,3 +108,16 @@ def chart(rows: list[DailyCost]) -> dict[str, Any]:
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def costs_csv(rows: list[DailyCost], *, by: By) -> str:
+    """What the costs chart shows, as CSV (cost in currency units and in micro-units)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["day", by, "name", "currency", "cost", "cost_micros", "tokens"])
+    for row in rows:
+        cost = money(row.cost_micros)
+        writer.writerow(
+            [row.day, row.group, row.label, row.currency or "", cost, row.cost_micros, row.tokens]
+        )
+    return out.getvalue()
