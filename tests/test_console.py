@@ -184,6 +184,8 @@ async def test_the_task_explorer_filters_and_a_task_shows_its_timeline(gateway: 
     steps = re.findall(r'<td class="what">([^<]+)</td>', page.text)
     assert steps[0] == "created" and steps[1] == "ledger reserve"
     assert "status" in steps and steps[-1] == "ledger release"
+    moves = re.findall(r'<td class="what">status</td>\s*<td>([^<]+)</td>', page.text)
+    assert moves[0] == "submitting → queued", moves
     assert "OutputVideoSensitiveContentDetected" in page.text  # the failure's code
     assert (await client.get("/console/tasks/cgt-nope")).status_code == 404
 
@@ -304,3 +306,51 @@ async def test_the_overview_shows_queue_use_trouble_and_refusals(make_gateway) -
     trouble = re.search(r'id="trouble">(.*?)</div>\s*<div class="card" id="refusals"', page, re.S)
     assert trouble is not None and "failed: <strong>1</strong>" in trouble.group(1)
     assert "RateLimitExceeded.KeyCreate: <strong>1</strong>" in page
+
+
+async def test_a_single_key_gets_its_own_budget_and_limits_from_the_console(
+    gateway: Gateway, admin_headers
+) -> None:
+    user = await gateway.create_user("alice")
+    capped = await gateway.create_key(user["id"], name="capped")
+    free = await gateway.create_key(user["id"], name="free")
+    admin = {"headers": admin_headers}
+    listed = (await gateway.client.get(f"/admin/v1/users/{user['id']}/keys", **admin)).json()
+    capped_id = next(k["id"] for k in listed if k["name"] == "capped")
+    client, csrf = await signed_in(gateway, ADMIN_TOKEN)
+    page = f"/console/users/{user['id']}"
+    one_task = {"csrf": csrf, "key_id": capped_id, "period": "daily", "limit_tokens": "300000"}
+    assert (await client.post(f"{page}/budget", data=one_task)).status_code == 303
+    limits = {"csrf": csrf, "key_id": capped_id, "max_tasks_in_flight": "7"}
+    assert (await client.post(f"{page}/limits", data=limits)).status_code == 303
+
+    budgets = (await gateway.client.get(f"/admin/v1/users/{user['id']}/budgets", **admin)).json()
+    assert [(b["scope"], b["limit_tokens"]) for b in budgets] == [(f"key:{capped_id}", 300_000)]
+    shown = await client.get(page)
+    assert "key capped · daily" in shown.text and "key capped</td>" in shown.text
+    key = next(
+        k
+        for k in (await gateway.client.get(f"/admin/v1/users/{user['id']}/keys", **admin)).json()
+        if k["id"] == capped_id
+    )
+    assert key["max_tasks_in_flight"] == 7
+    user_row = (await gateway.client.get(f"/admin/v1/users/{user['id']}", **admin)).json()
+    assert user_row["max_tasks_in_flight"] is None  # the key's, not the user's
+
+    # The budget binds that key only: its second 1080p task (246,840 tokens each) is refused.
+    task = body("fox", model="seedance-1-0-pro-250528")
+    assert (await gateway.as_user(capped).post(TASKS, json=task)).status_code == 200
+    refused = await gateway.as_user(capped).post(TASKS, json=task)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "QuotaExceeded.Budget"
+    assert (await gateway.as_user(free).post(TASKS, json=task)).status_code == 200
+
+    stranger = await gateway.create_user("bob")
+    foreign = {"csrf": csrf, "key_id": capped_id, "limit": "1"}
+    before = await database_rows(gateway.app)
+    assert (
+        await client.post(f"/console/users/{stranger['id']}/budget", data=foreign)
+    ).status_code == 404
+    assert await database_rows(gateway.app) == before
+    remove = {"csrf": csrf, "key_id": capped_id}
+    assert (await client.post(f"{page}/budget/delete", data=remove)).status_code == 303
+    assert (await gateway.client.get(f"/admin/v1/users/{user['id']}/budgets", **admin)).json() == []

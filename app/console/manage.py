@@ -114,7 +114,7 @@ async def _user_page(
 ) -> HTMLResponse:
     user = await keys.get_user(session, user_id=user_id)
     user_keys = await keys.list_keys(session, user_id=user_id)
-    own = [b for b in await budgets.budgets_of(session, user_id=user_id) if b.key_id is None]
+    names = {key.id: key.name or key.prefix for key in user_keys}
     return page(
         request,
         "user.html",
@@ -122,9 +122,19 @@ async def _user_page(
         user=user,
         keys=user_keys,
         new_key=new_key,
-        budget=own[0] if own else None,
+        budgets=await budgets.budgets_of(session, user_id=user_id),
+        key_names=names,
         money=money,
     )
+
+
+async def _key_of(session: AsyncSession, *, user_id: str, key_id: str) -> str | None:
+    """`key_id` if it names one of the user's keys, None for the user itself ("")."""
+    if not key_id:
+        return None
+    if key_id not in {key.id for key in await keys.list_keys(session, user_id=user_id)}:
+        raise NotFound(f"The user has no key {key_id}.", param="key_id")
+    return key_id
 
 
 @router.post("/users/{user_id}/budget")
@@ -139,8 +149,10 @@ async def set_budget(
     limit: Annotated[str, Form(max_length=40)] = "",
     limit_tokens: Annotated[str, Form(max_length=20)] = "",
     alert_percents: Annotated[str, Form(max_length=40)] = "",
+    key_id: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
-    """Set or replace the user's budget (validated as the admin API validates it)."""
+    """Set or replace the budget of the user or of one of its keys (validated as the admin API
+    validates it)."""
     check_csrf(request, me, csrf)
     body = BudgetSet.model_validate(
         {
@@ -155,7 +167,7 @@ async def set_budget(
     await budgets.set_budget(
         as_admin(request, session, resources),
         user_id=user_id,
-        key_id=None,
+        key_id=await _key_of(session, user_id=user_id, key_id=key_id),
         period=body.period,
         limit_micros=body.micros(),
         limit_tokens=body.limit_tokens,
@@ -172,10 +184,13 @@ async def delete_budget(
     session: SessionDep,
     resources: ResourcesDep,
     csrf: CsrfField,
+    key_id: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
-    """Remove the user's budget."""
+    """Remove the budget of the user or of one of its keys."""
     check_csrf(request, me, csrf)
-    await budgets.delete_budget(as_admin(request, session, resources), scope=f"user:{user_id}")
+    key = await _key_of(session, user_id=user_id, key_id=key_id)
+    scope = f"key:{key}" if key else f"user:{user_id}"
+    await budgets.delete_budget(as_admin(request, session, resources), scope=scope)
     return to(f"/console/users/{user_id}")
 
 
@@ -190,8 +205,10 @@ async def set_limits(
     create_rate_limit: Annotated[str, Form(max_length=64)] = "",
     read_rate_limit: Annotated[str, Form(max_length=64)] = "",
     max_tasks_in_flight: Annotated[str, Form(max_length=12)] = "",
+    key_id: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
-    """The user's limit overrides; an empty field restores the gateway's default."""
+    """The limit overrides of the user or of one of its keys; an empty field restores the
+    default (the gateway's for a user, the user's for a key)."""
     check_csrf(request, me, csrf)
     overrides = LimitOverrides.model_validate(
         {
@@ -200,8 +217,12 @@ async def set_limits(
             "max_tasks_in_flight": _whole(max_tasks_in_flight, "max_tasks_in_flight"),
         }
     )
+    key = await _key_of(session, user_id=user_id, key_id=key_id)
     db = as_admin(request, session, resources)
-    await keys.update_user(db, user_id=user_id, changes=overrides.model_dump())
+    if key is None:
+        await keys.update_user(db, user_id=user_id, changes=overrides.model_dump())
+    else:
+        await keys.update_key(db, key_id=key, changes=overrides.model_dump())
     return to(f"/console/users/{user_id}")
 
 

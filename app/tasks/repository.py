@@ -17,7 +17,18 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    Select,
+    String,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
@@ -28,6 +39,7 @@ from app.tasks.models import (
     ArchiveStatus,
     Task,
     TaskArchive,
+    TaskEvent,
     TaskStatus,
     status_in,
 )
@@ -81,6 +93,26 @@ _STORE_CREATED = (
         updated_at=bindparam("now"),
     )
 )
+_EVENTS = TaskEvent.__table__  # type: ignore[attr-defined]
+_EVENT_COLUMNS = ("task_id", "at", "kind", "from_status", "to_status")
+
+
+def _created_event(moved: Any) -> Any:
+    """The timeline's entry for the move to `queued`, one row per id in `moved`."""
+    return insert(_EVENTS).from_select(
+        list(_EVENT_COLUMNS),
+        select(
+            moved.c.id,
+            bindparam("now"),
+            literal("status"),
+            literal(str(TaskStatus.SUBMITTING)),
+            literal(str(TaskStatus.QUEUED)),
+        ),
+    )
+
+
+# PostgreSQL: the move and its timeline entry in one statement (a data-modifying CTE).
+_STORE_CREATED_WITH_EVENT = _created_event(_STORE_CREATED.returning(TASKS.c.id).cte("moved"))
 
 
 _RECORD_CREATE = text(
@@ -178,11 +210,27 @@ async def archived_output(engine: AsyncEngine, *, task_id: str, frame: bool) -> 
 async def store_created(
     engine: AsyncEngine, *, task_id: str, upstream_id: str, now: datetime
 ) -> bool:
-    """Record that the upstream created a `submitting` task; False if it had moved on."""
+    """Record that the upstream created a `submitting` task, with its timeline entry; False if
+    it had moved on."""
     params = {"task_id": task_id, "created_upstream_id": upstream_id, "now": now}
-    async with engine.connect() as connection:
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as connection:
+            result = await connection.execute(_STORE_CREATED_WITH_EVENT, params)
+        return bool(result.rowcount == 1)
+    async with engine.begin() as connection:
         result = await connection.execute(_STORE_CREATED, params)
-    return bool(result.rowcount == 1)
+        if result.rowcount != 1:
+            return False
+        await connection.execute(
+            insert(_EVENTS).values(
+                task_id=task_id,
+                at=now,
+                kind="status",
+                from_status=TaskStatus.SUBMITTING,
+                to_status=TaskStatus.QUEUED,
+            )
+        )
+    return True
 
 
 async def record_create(
