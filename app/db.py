@@ -57,11 +57,19 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, pool_size: int = 20, timeout_seconds: float = 10.0) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 20,
+    timeout_seconds: float = 10.0,
+    sqlite_foreign_keys: bool = True,
+) -> AsyncEngine:
     """An async engine: WAL and a busy timeout on SQLite, a sized pool on PostgreSQL.
 
     Every wait on the database is bounded by `timeout_seconds` (connecting, waiting for a pooled
     connection, each statement), so a frozen database turns into a prompt 503, not a hang.
+    Migrations turn SQLite's foreign keys off: altering a referenced table copies it, and the
+    copy's swap would trip them (Alembic's batch mode advice).
     """
     if is_sqlite(url):
         engine = create_async_engine(
@@ -71,7 +79,8 @@ def create_engine(url: str, *, pool_size: int = 20, timeout_seconds: float = 10.
             max_overflow=pool_size,
             pool_timeout=timeout_seconds,
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        pragmas = _sqlite_pragmas if sqlite_foreign_keys else _sqlite_pragmas_without_fks
+        event.listen(engine.sync_engine, "connect", pragmas)
         return engine
     return create_async_engine(
         url,
@@ -86,13 +95,19 @@ def create_engine(url: str, *, pool_size: int = 20, timeout_seconds: float = 10.
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+def _sqlite_pragmas(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, *, foreign_keys: bool = True
+) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_pragmas_without_fks(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    _sqlite_pragmas(dbapi_connection, record, foreign_keys=False)
 
 
 class GatewaySession(Session):

@@ -74,6 +74,12 @@ class Metrics:
             ["currency"],
             registry=r,
         )
+        self.overage_tokens = Counter(
+            "sgw_ledger_overage_tokens",
+            "Tokens settled beyond their task's reservation",
+            ["model"],
+            registry=r,
+        )
         self.poller_cycle = Histogram(
             "sgw_poller_cycle_seconds",
             "Duration of a poller cycle",

@@ -23,7 +23,7 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade_to_head(url: str, *, revision: str = "head") -> None:
     """Apply every migration not yet applied to the database at `url` (up to `revision`)."""
-    engine = create_engine(url, timeout_seconds=600)  # a migration may take long
+    engine = create_engine(url, timeout_seconds=600, sqlite_foreign_keys=False)  # may take long
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_upgrade, alembic_config(url), revision)

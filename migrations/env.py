@@ -29,7 +29,7 @@ def run_on(connection: Connection) -> None:
 async def run_online() -> None:
     """Open an engine on the configured URL and migrate."""
     url = config.get_main_option("sqlalchemy.url") or Settings().database_url
-    engine = create_engine(url)
+    engine = create_engine(url, sqlite_foreign_keys=False)
     async with engine.begin() as connection:
         await connection.run_sync(run_on)
     await engine.dispose()

@@ -7,17 +7,30 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, Response
 
-from app.admin.billing_schemas import BudgetPublic, BudgetSet, PriceCreate, PricePublic
+from app.admin.billing_schemas import (
+    BudgetPublic,
+    BudgetSet,
+    PlanCreate,
+    PlanPublic,
+    PriceCreate,
+    PricePublic,
+    UserPlanSet,
+)
 from app.admin.deps import AdminSessionDep, require_admin
 from app.usage import budgets, prices, reports
+from app.usage.models import PRICE_DIMENSIONS
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 @router.get("/prices")
-async def list_prices(session: AdminSessionDep, model: str | None = None) -> list[PricePublic]:
-    """Every price (history included), newest first per model and tier."""
-    return [PricePublic.model_validate(p) for p in await prices.list_prices(session, model=model)]
+async def list_prices(
+    session: AdminSessionDep, model: str | None = None, plan_id: int | None = None
+) -> list[PricePublic]:
+    """Every cost price (or with `plan_id`, the plan's own), history included, newest first
+    per model, tier and dimensions."""
+    found = await prices.list_prices(session, model=model, plan_id=plan_id)
+    return [PricePublic.model_validate(p) for p in found]
 
 
 @router.post("/prices", status_code=201)
@@ -30,8 +43,31 @@ async def add_price(body: PriceCreate, session: AdminSessionDep) -> PricePublic:
         currency=body.currency,
         micros_per_million_tokens=body.micros(),
         effective_from=body.effective_from,
+        dims={name: getattr(body, name) for name in PRICE_DIMENSIONS},
+        plan_id=body.plan_id,
+        approximate=body.approximate,
     )
     return PricePublic.model_validate(price)
+
+
+@router.get("/plans")
+async def list_plans(session: AdminSessionDep) -> list[PlanPublic]:
+    """Every price plan."""
+    return [PlanPublic.model_validate(p) for p in await prices.list_plans(session)]
+
+
+@router.post("/plans", status_code=201)
+async def create_plan(body: PlanCreate, session: AdminSessionDep) -> PlanPublic:
+    """A price plan: a multiplier on cost, and prices of its own added with its `plan_id`."""
+    plan = await prices.create_plan(session, name=body.name, multiplier_ppm=body.multiplier_ppm())
+    return PlanPublic.model_validate(plan)
+
+
+@router.put("/users/{user_id}/plan")
+async def assign_plan(user_id: str, body: UserPlanSet, session: AdminSessionDep) -> UserPlanSet:
+    """The plan a user is charged by from its next create on (null: at cost)."""
+    user = await prices.assign_plan(session, user_id=user_id, plan_id=body.plan_id)
+    return UserPlanSet(plan_id=user.plan_id)
 
 
 @router.put("/users/{user_id}/budget")
@@ -45,6 +81,7 @@ async def set_user_budget(user_id: str, body: BudgetSet, session: AdminSessionDe
         limit_micros=body.micros(),
         limit_tokens=body.limit_tokens,
         alert_percents=body.alert_percents,
+        limit_charge_micros=body.charge_micros(),
     )
     return BudgetPublic.model_validate(budget)
 
@@ -60,6 +97,7 @@ async def set_key_budget(key_id: str, body: BudgetSet, session: AdminSessionDep)
         limit_micros=body.micros(),
         limit_tokens=body.limit_tokens,
         alert_percents=body.alert_percents,
+        limit_charge_micros=body.charge_micros(),
     )
     return BudgetPublic.model_validate(budget)
 

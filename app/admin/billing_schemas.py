@@ -76,6 +76,14 @@ class PriceCreate(BaseModel):
     price_per_million_tokens: Money | None = None
     micros_per_million_tokens: Amount | None = None
     effective_from: Instant | None = None
+    # The dimensions it applies to (`*`: any); the most specific matching price wins.
+    resolution: Literal["*", "480p", "720p", "1080p", "4k"] = "*"
+    video_input: Literal["*", "yes", "no"] = "*"
+    audio: Literal["*", "on", "off"] = "*"
+    draft: Literal["*", "yes", "no"] = "*"
+    # A plan's own price (what its users are charged); none: what the upstream charges.
+    plan_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    approximate: bool = False
 
     @model_validator(mode="after")
     def _one_price(self) -> PriceCreate:
@@ -102,6 +110,12 @@ class PricePublic(BaseModel):
     currency: str
     micros_per_million_tokens: int
     effective_from: datetime
+    resolution: str
+    video_input: str
+    audio: str
+    draft: str
+    plan_id: int | None
+    approximate: bool
 
 
 AlertPercents = Annotated[
@@ -115,13 +129,20 @@ class BudgetSet(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"anyOf": _given_one_of("limit", "limit_micros", "limit_tokens")},
+        json_schema_extra={
+            "anyOf": _given_one_of(
+                "limit", "limit_micros", "limit_tokens", "limit_charge", "limit_charge_micros"
+            )
+        },
     )
 
     period: Literal["daily", "monthly", "total"] = "monthly"
     limit: Money | None = None
     limit_micros: Amount | None = None
     limit_tokens: Amount | None = None
+    # A limit on what the user is charged (its plan's prices), rather than on cost.
+    limit_charge: Money | None = None
+    limit_charge_micros: Amount | None = None
     # Percentages of a limit whose crossing notifies GATEWAY_ALERT_WEBHOOK_URL, once per period.
     alert_percents: AlertPercents | None = None
 
@@ -130,6 +151,12 @@ class BudgetSet(BaseModel):
         if self.limit_micros is not None:
             return self.limit_micros
         return None if self.limit is None else int(self.limit * MICROS)
+
+    def charge_micros(self) -> int | None:
+        """The charge limit in micro-units, if any."""
+        if self.limit_charge_micros is not None:
+            return self.limit_charge_micros
+        return None if self.limit_charge is None else int(self.limit_charge * MICROS)
 
 
 class BudgetPublic(BaseModel):
@@ -141,4 +168,36 @@ class BudgetPublic(BaseModel):
     period: str
     limit_micros: int | None
     limit_tokens: int | None
+    limit_charge_micros: int | None = None
     alert_percents: list[int] | None = None
+
+
+class PlanCreate(BaseModel):
+    """A price plan: a multiplier on cost (exact decimal, e.g. "1.25"; 1 is at cost), and
+    optionally prices of its own (`POST /admin/v1/prices` with its `plan_id`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
+    multiplier: Money = Decimal(1)
+
+    def multiplier_ppm(self) -> int:
+        """The multiplier in parts per million."""
+        return int(self.multiplier * MICROS)
+
+
+class PlanPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    multiplier_ppm: int
+    created_at: datetime
+
+
+class UserPlanSet(BaseModel):
+    """The plan a user is charged by; null: at cost."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    plan_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None

@@ -25,6 +25,8 @@ class User(SQLModel, table=True):
     create_rate_limit: str | None = Field(default=None, max_length=64)
     read_rate_limit: str | None = Field(default=None, max_length=64)
     max_tasks_in_flight: int | None = Field(default=None, ge=0)
+    # The price plan it is charged by (None: charged at cost).
+    plan_id: int | None = Field(default=None, foreign_key="price_plans.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 

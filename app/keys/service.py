@@ -44,6 +44,7 @@ class AuthContext:
     # at most `token_max_tasks` of them.
     token_id: str | None = None
     token_max_tasks: int | None = None
+    plan_id: int | None = None  # the user's price plan (what it is charged)
 
     def for_token(self, token: BrowserToken) -> AuthContext:
         """This key's context as narrowed by one of its browser tokens."""
@@ -251,6 +252,7 @@ async def _valid_key(session: AsyncSession, where: ColumnElement[bool]) -> AuthC
         read_rate_limit=key.read_rate_limit or user.read_rate_limit,
         key_max_in_flight=key.max_tasks_in_flight,
         user_max_in_flight=user.max_tasks_in_flight,
+        plan_id=user.plan_id,
     )
 
 

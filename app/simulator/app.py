@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.simulator.media import KINDS, access_denied, serve, valid_signature
 from app.simulator.state import SimConfig, SimulatorState, now, supported_model
+from app.simulator.tables import input_video_refusal
 
 TASKS = "/api/v3/contents/generations/tasks"
 
@@ -105,6 +106,8 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
                 kind="NotFound",
             )
         prompt = json.dumps(body.get("content"))
+        if (refusal := input_video_refusal(spec, body.get("content"))) is not None:
+            return _error(400, "InvalidParameter", refusal, param="content")
         if "[sim:reject]" in prompt:
             return _error(
                 400,

@@ -4,7 +4,8 @@ A task's state follows from its age (`queued_seconds`, then `running_seconds`), 
 in the background. Prompt markers force outcomes in tests and demos:
 `[sim:fail]`, `[sim:expire]`, `[sim:reject]` (create refused, 400), `[sim:error-after-create]`
 (created, then a 500), `[sim:hang]` (no answer for `hang_seconds`), `[sim:hold]` (queued until
-cancelled, whatever the timings).
+cancelled, whatever the timings), `[sim:usage-revised]` (its usage grows by a tenth
+`usage_revision_seconds` after it succeeded, as upstream usage sometimes is corrected).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class SimConfig:
     # A finished task's output URLs stop working this long after it finished (upstream: 24 h).
     url_ttl_seconds: float = 86_400.0
     download_error_rate: float = 0.0  # share of output downloads answered 500
+    usage_revision_seconds: float = 5.0  # after success, when `[sim:usage-revised]` usage grows
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply known knobs from `changes`; unknown names are ignored."""
@@ -78,6 +80,15 @@ class SimTask:
     cancelled_at: float | None = None
     deleted: bool = False
     pace: float = 1.0  # this task's factor on the configured timings
+    usage_revised: bool = False  # its usage is corrected upwards after it succeeded
+
+    def billed_tokens(self, config: SimConfig, now: float) -> int:
+        """The usage the upstream reports for it now (succeeded), corrections included."""
+        tokens = output_of(self.spec, self.body).tokens
+        revised_at = self.finished_at(config) + config.usage_revision_seconds
+        if self.usage_revised and now >= revised_at:
+            tokens += tokens // 10
+        return tokens
 
     def started_at(self, config: SimConfig) -> float:
         """When it leaves `queued` (unless cancelled first)."""
@@ -164,6 +175,7 @@ class SimulatorState:
             created_at=now,
             outcome=outcome,
             pace=self.rng.uniform(1 - jitter, 1 + jitter) if jitter else 1.0,
+            usage_revised="[sim:usage-revised]" in prompt,
         )
         self.tasks[task.id] = task
         self.open_ids.add(task.id)
@@ -207,7 +219,7 @@ class SimulatorState:
         else:
             view["duration"] = output.duration
         if status == "succeeded":
-            tokens = output.tokens
+            tokens = task.billed_tokens(self.config, now)
             view["content"] = self._outputs(task)
             view["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
         elif status == "failed":
@@ -243,7 +255,7 @@ class SimulatorState:
             {
                 "id": task.id,
                 "status": (status := task.status(self.config, now)),
-                "billed_tokens": output_of(task.spec, task.body).tokens
+                "billed_tokens": task.billed_tokens(self.config, now)
                 if status == "succeeded"
                 else 0,
                 "deleted": task.deleted,

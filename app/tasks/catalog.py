@@ -5,7 +5,11 @@ Figures are from the upstream's public docs: the BytePlus ModelArk video generat
 ModelArk/video-generation-tutorial, and the create-task API page,
 https://docs.byteplus.com/en/docs/ModelArk/1520757. Token usage is W×H×(24·d+1)/1024: the
 pricing page's formula (https://docs.byteplus.com/en/docs/ModelArk/1544106) with 24·d+1
-frames, which fits every observed task.
+frames, which fits every observed task. Reference video (2.x) is billed by its seconds as if it
+were output (a real 14 s input to a 5 s 720p task billed 411 300 = 900 × (24·19+1)); 2.0 and
+2.0 fast bill a minimum with video input, which resellers' tables put at about twice the
+output's seconds (approximate: the input counts for at least the output's length); 1.5 pro
+drafts bill 60 % of the tokens (BytePlus tutorial).
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ class ModelSpec:
     flex: bool = True
     priority: bool = False
     output_formats: tuple[str, ...] = ("mp4",)
+    audio: bool = False  # takes `generate_audio` (on unless turned off)
+    input_video_seconds: int = 0  # the most reference video it takes, in all (0: none)
+    minimum_usage: bool = False  # with video input, the input bills at least the output's length
+    draft_percent: int = 100  # of the tokens a draft bills
 
     def size(self, resolution: str, ratio: str) -> tuple[int, int]:
         """Output width and height; `adaptive` or an unlisted ratio counts as the largest."""
@@ -78,10 +86,29 @@ class ModelSpec:
             duration = self.default_duration
         return FPS * (self.max_duration if duration == -1 else duration) + 1
 
-    def tokens(self, *, resolution: str, ratio: str, frame_count: int) -> int:
-        """Usage tokens by the upstream's rule W×H×frames/1024, rounded down."""
+    def tokens(
+        self,
+        *,
+        resolution: str,
+        ratio: str,
+        frame_count: int,
+        input_seconds: int = 0,
+        draft: bool = False,
+    ) -> int:
+        """Usage tokens by the upstream's rule W×H×frames/1024, rounded down, with the input
+        video's frames added (at least the output's where a minimum applies) and a draft's
+        share taken."""
         width, height = self.size(resolution, ratio)
-        return width * height * frame_count // 1024
+        billed = frame_count + self.input_frames(input_seconds, frame_count=frame_count)
+        percent = self.draft_percent if draft else 100
+        return width * height * billed * percent // (1024 * 100)
+
+    def input_frames(self, input_seconds: int, *, frame_count: int) -> int:
+        """The frames an input video of `input_seconds` bills for an output of `frame_count`."""
+        if not input_seconds:
+            return 0
+        frames = 24 * input_seconds
+        return max(frames, frame_count - 1) if self.minimum_usage else frames
 
 
 def _v10(
@@ -103,7 +130,7 @@ def _v10(
     )
 
 
-def _v20(name: str, resolutions: tuple[str, ...]) -> ModelSpec:
+def _v20(name: str, resolutions: tuple[str, ...], *, minimum_usage: bool = True) -> ModelSpec:
     return ModelSpec(
         name=name,
         size_table="2.0",
@@ -114,6 +141,9 @@ def _v20(name: str, resolutions: tuple[str, ...]) -> ModelSpec:
         model_chooses_duration=True,
         flex=False,
         priority=True,
+        audio=True,
+        input_video_seconds=15,
+        minimum_usage=minimum_usage,
     )
 
 
@@ -131,10 +161,12 @@ _SPECS = (
         max_duration=12,
         model_chooses_duration=True,
         draft=True,
+        audio=True,
+        draft_percent=60,
     ),
     _v20("dreamina-seedance-2-0-260128", RESOLUTIONS),
     _v20("dreamina-seedance-2-0-fast-260128", RESOLUTIONS[:2]),
-    _v20("dreamina-seedance-2-0-mini-260615", RESOLUTIONS[:2]),
+    _v20("dreamina-seedance-2-0-mini-260615", RESOLUTIONS[:2], minimum_usage=False),
     ModelSpec(
         name="dreamina-seedance-2-5-260628",
         size_table="2.5",
@@ -148,6 +180,8 @@ _SPECS = (
         flex=False,
         priority=True,
         output_formats=("mp4", "mov"),
+        audio=True,
+        input_video_seconds=30,
     ),
 )
 

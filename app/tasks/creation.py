@@ -44,7 +44,8 @@ from app.tasks.states import transition
 from app.tasks.validation import CreateRequest
 from app.upstream.client import UpstreamCallFailed, UpstreamTimedOut
 from app.usage.budgets import budgets_for, enforce_budgets
-from app.usage.ledger import estimate_tokens, price_in_force, reserve_entry
+from app.usage.ledger import price_reservation
+from app.usage.pricing import Estimate
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ async def create_task(
         ratio=request.ratio,
         duration=request.duration,
         frames=request.frames,
+        input_video_seconds=request.input_video_seconds,
+        generate_audio=request.generate_audio,
+        draft=request.draft,
         execution_expires_after=request.execution_expires_after,
         callback_url=request.callback_url,
         draft_task_id=draft_id,
@@ -125,16 +129,16 @@ async def _record(
     that is one statement (the lock held only while the server runs it); with one, the
     user's lock and the spend come first, in one transaction with the rest.
     """
-    tokens = estimate_tokens(task, request.spec)
+    tokens = Estimate.of(task, request.spec).tokens
     try:
-        price = await price_in_force(
+        reservation = await price_reservation(
             session,
-            models=[task.model, request.spec.name],
-            service_tier=task.service_tier,
-            at=task.created_at,
+            task=task,
+            spec=request.spec,
+            tokens=tokens,
+            plan_id=auth.plan_id,
             cache=resources.prices,
         )
-        reservation = reserve_entry(task, tokens=tokens, price=price)
         budgets = await budgets_for(
             session, user_id=task.user_id, key_id=task.key_id, cache=resources.budgets
         )
@@ -157,8 +161,7 @@ async def _record(
             session,
             user_id=task.user_id,
             budgets=budgets,
-            add_micros=reservation.cost_micros,
-            add_tokens=tokens,
+            add=reservation,
         )
         await lock_gateway(session)  # always after the user's lock
         await enforce_in_flight(session, auth=auth, settings=resources.settings)

@@ -75,6 +75,7 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_created", "created_at"),
         Index("ix_tasks_status_next_check", "status", "next_check_at"),
         Index("ix_tasks_key_status", "key_id", "status"),
+        Index("ix_tasks_reread_due", "status", "reread_at", "updated_at"),
         UniqueConstraint("key_id", "idempotency_key", name="uq_tasks_key_idempotency"),
     )
 
@@ -93,6 +94,10 @@ class Task(SQLModel, table=True):
     ratio: str | None = Field(default=None, max_length=16)
     duration: int | None = None
     frames: int | None = None
+    # Reference video seconds reserved (declared, or the model's most); None without one.
+    input_video_seconds: int | None = None
+    generate_audio: bool = Field(default=False)
+    draft: bool = Field(default=False)
     execution_expires_after: int = 172800
 
     callback_url: str | None = Field(default=None, max_length=2048)
@@ -110,6 +115,10 @@ class Task(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=255)
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    price_id: int | None = Field(default=None)  # the cost price row its reservation used
+    # The upstream's usage when re-read once after settlement (the reconciliation report).
+    reread_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    reread_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     # Consecutive failed refreshes: the poller backs off exponentially on them.
     check_failures: int = Field(default=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,10 @@ class CreateRequest:
     draft_task_ref: str | None
     fingerprint: str
     seed: int
+    # Reference video seconds to reserve (declared, or the model's most); None: no video input.
+    input_video_seconds: int | None = None
+    generate_audio: bool = False
+    draft: bool = False
 
 
 def _no_constants(name: str) -> Any:
@@ -84,9 +89,12 @@ def validate_create(
     _check_content(request, spec)
     effective = _effective_params(request, spec)
     _check_capabilities(request, spec, effective)
+    input_seconds = _input_video_seconds(request, spec)
 
     forward = dict(body)
     forward.pop("callback_url", None)  # the gateway delivers callbacks itself, with its own ids
+    if input_seconds is not None:
+        forward["content"] = [_without_declared_length(item) for item in forward["content"]]
     seed = _seed(request, forward)
     draft_ref = next((item.draft_task.id for item in request.content if item.draft_task), None)
     return CreateRequest(
@@ -103,7 +111,47 @@ def validate_create(
         draft_task_ref=draft_ref,
         fingerprint=fingerprint(body),
         seed=seed,
+        input_video_seconds=input_seconds,
+        generate_audio=spec.audio and request.generate_audio is not False,
+        draft=request.draft is True,
     )
+
+
+def _input_video_seconds(request: TaskCreate, spec: ModelSpec) -> int | None:
+    """Reference video seconds to reserve: the declared lengths (`video_url.duration`, a
+    gateway extension, not forwarded) when every video declares one, else the model's most."""
+    videos = [item.video_url for item in request.content if item.video_url is not None]
+    if not videos:
+        return None
+    if not spec.input_video_seconds:
+        raise InvalidParameter("content", f"{spec.name} does not take video input")
+    declared = [_declared_seconds(video.model_extra or {}) for video in videos]
+    if any(seconds is None for seconds in declared):
+        return spec.input_video_seconds
+    total = math.ceil(sum(seconds for seconds in declared if seconds is not None))
+    if total > spec.input_video_seconds:
+        raise InvalidParameter(
+            "content",
+            f"the input videos last {total} s; {spec.name} takes {spec.input_video_seconds} s "
+            "at most",
+        )
+    return total
+
+
+def _declared_seconds(extra: dict[str, Any]) -> float | None:
+    seconds = extra.get("duration")
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 60:
+        raise InvalidParameter("content", "video_url.duration must be seconds in (0, 60]")
+    return float(seconds)
+
+
+def _without_declared_length(item: dict[str, Any]) -> dict[str, Any]:
+    video = item.get("video_url")
+    if item.get("type") != "video_url" or not isinstance(video, dict) or "duration" not in video:
+        return item
+    return {**item, "video_url": {k: v for k, v in video.items() if k != "duration"}}
 
 
 # The upstream's seed range (BytePlus: [-1, 2147483647]); -1 asks for a random one.

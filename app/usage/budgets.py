@@ -51,12 +51,19 @@ def with_outcomes(query: QueryT) -> QueryT:
     )
 
 
-def effective_totals() -> tuple[Any, Any]:
-    """Summed cost and tokens: settled if settled, 0 if released, else the reservation."""
+def effective_totals() -> tuple[Any, Any, Any]:
+    """Summed cost, tokens and charge: settled if settled, 0 if released, else the
+    reservation."""
     settled, released = col(SETTLE.id).is_not(None), col(RELEASE.id).is_not(None)
-    cost = case((settled, col(SETTLE.cost_micros)), (released, 0), else_=col(RESERVE.cost_micros))
-    tokens = case((settled, col(SETTLE.tokens)), (released, 0), else_=col(RESERVE.tokens))
-    return func.coalesce(func.sum(cost), 0), func.coalesce(func.sum(tokens), 0)
+
+    def effective(settle: Any, reserve: Any) -> Any:
+        return func.coalesce(func.sum(case((settled, settle), (released, 0), else_=reserve)), 0)
+
+    return (
+        effective(col(SETTLE.cost_micros), col(RESERVE.cost_micros)),
+        effective(col(SETTLE.tokens), col(RESERVE.tokens)),
+        effective(col(SETTLE.charge_micros), col(RESERVE.charge_micros)),
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Spend:
 
     micros: int
     tokens: int
+    charge_micros: int = 0
 
 
 def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -97,8 +105,8 @@ async def spend(
         query = query.where(col(RESERVE.key_id) == key_id)
     if since is not None:
         query = query.where(col(RESERVE.created_at) >= since)
-    micros, tokens = (await session.exec(query)).one()
-    return Spend(micros=int(micros), tokens=int(tokens))
+    micros, tokens, charge = (await session.exec(query)).one()
+    return Spend(micros=int(micros), tokens=int(tokens), charge_micros=int(charge))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,15 @@ class BudgetRule:
     limit_tokens: int | None
     scope: str = ""
     alert_percents: tuple[int, ...] = ()
+    limit_charge_micros: int | None = None
+
+    def limits(self, used: Spend) -> tuple[tuple[int | None, int, str], ...]:
+        """Each limit with what is used of it and its name."""
+        return (
+            (self.limit_micros, used.micros, "cost"),
+            (self.limit_tokens, used.tokens, "tokens"),
+            (self.limit_charge_micros, used.charge_micros, "charge"),
+        )
 
 
 async def budgets_for(
@@ -130,6 +147,7 @@ async def budgets_for(
                 b.limit_tokens,
                 b.scope,
                 tuple(b.alert_percents or ()),
+                b.limit_charge_micros,
             )
             for b in found.all()
         )
@@ -142,10 +160,9 @@ async def enforce_budgets(
     *,
     user_id: str,
     budgets: tuple[BudgetRule, ...],
-    add_micros: int,
-    add_tokens: int,
+    add: LedgerEntry,
 ) -> None:
-    """429 `QuotaExceeded.Budget` if the new reservation would take any budget over its limit.
+    """429 `QuotaExceeded.Budget` if the reservation `add` would take any budget over a limit.
 
     When there is a budget, the user's lock is taken before the spend is read, and held until
     the caller commits the reservation with it: concurrent creates cannot overshoot. Users
@@ -158,15 +175,16 @@ async def enforce_budgets(
     for budget in budgets:
         start, end = period_bounds(budget.period, now)
         used = await spend(session, user_id=user_id, key_id=budget.key_id, since=start)
-        over_cost = (
-            budget.limit_micros is not None and used.micros + add_micros > budget.limit_micros
+        added = Spend(add.cost_micros, add.tokens, add.charge_micros)
+        over = any(
+            limit is not None and before + after > limit
+            for (limit, before, _), (_, after, _) in zip(
+                budget.limits(used), budget.limits(added), strict=True
+            )
         )
-        over_tokens = (
-            budget.limit_tokens is not None and used.tokens + add_tokens > budget.limit_tokens
-        )
-        if not (over_cost or over_tokens):
-            await _alert_crossings(session, budget, start, used, add_micros, add_tokens)
-        if over_cost or over_tokens:
+        if not over:
+            await _alert_crossings(session, budget, start, used, added)
+        if over:
             scope = "key" if budget.key_id else "user"
             retry_after = int((end - now).total_seconds()) if end else 86_400
             raise TooManyRequests(
@@ -182,15 +200,13 @@ async def _alert_crossings(
     budget: BudgetRule,
     start: datetime | None,
     used: Spend,
-    add_micros: int,
-    add_tokens: int,
+    add: Spend,
 ) -> None:
     """Queue an alert for each threshold this reservation takes the budget across (once per
     period: the alert's key names the period)."""
     period = start.date().isoformat() if start is not None else "total"
-    for limit, before, added, unit in (
-        (budget.limit_micros, used.micros, add_micros, "cost"),
-        (budget.limit_tokens, used.tokens, add_tokens, "tokens"),
+    for (limit, before, unit), (_, added, _) in zip(
+        budget.limits(used), budget.limits(add), strict=True
     ):
         for percent in budget.alert_percents:
             if limit and before * 100 < percent * limit <= (before + added) * 100:
@@ -212,11 +228,12 @@ async def set_budget(
     limit_micros: int | None,
     limit_tokens: int | None,
     alert_percents: list[int] | None = None,
+    limit_charge_micros: int | None = None,
 ) -> Budget:
     """Create or replace the budget of a user or one of its keys (with the percentages of its
     limits whose crossing raises an alert)."""
-    if limit_micros is None and limit_tokens is None:
-        raise InvalidParameter("limit", "give a cost limit, a token limit, or both")
+    if limit_micros is None and limit_tokens is None and limit_charge_micros is None:
+        raise InvalidParameter("limit", "give a cost, charge or token limit (or several)")
     if key_id is not None:
         key = await session.get(ApiKey, key_id)
         if key is None:
@@ -229,6 +246,7 @@ async def set_budget(
     if budget is None:
         budget = Budget(scope=scope, user_id=user_id, key_id=key_id)
     budget.period, budget.limit_micros, budget.limit_tokens = period, limit_micros, limit_tokens
+    budget.limit_charge_micros = limit_charge_micros
     budget.alert_percents = sorted(set(alert_percents)) if alert_percents else None
     budget.updated_at = utcnow()
     session.add(budget)

@@ -7,8 +7,6 @@ backs the compare-and-swap on the task's status: a second settle cannot be writt
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -18,87 +16,72 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.alerts import raise_alert
 from app.db import after_commit
 from app.metrics import Metrics
 from app.tasks.catalog import ModelSpec
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus, status_in
 from app.ttl_cache import TtlCache
-from app.usage.models import MICROS, LedgerEntry, LedgerKind, Price
+from app.usage.models import LedgerEntry, LedgerKind, Price
+from app.usage.pricing import (
+    Charge,
+    PriceDims,
+    PriceRow,
+    charge_for,
+    charge_terms,
+    cost_micros,
+    price_in_force,
+)
 from app.usage.rollup import add_settlement
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class PriceRow:
-    """A price as creates use it: kept for a second in the process (`Resources.prices`)."""
-
-    id: int | None
-    currency: str
-    micros_per_million_tokens: int
-    effective_from: datetime
-
-
-def cost_micros(tokens: int, price: Price | PriceRow | None) -> int:
-    """Cost of `tokens` at `price`, in micro-units, rounded half up; 0 when unpriced."""
-    if price is None:
-        return 0
-    return (tokens * price.micros_per_million_tokens + MICROS // 2) // MICROS
-
-
-def estimate_tokens(task: Task, spec: ModelSpec) -> int:
-    """Reserved tokens: W×H×(24·d+1)/1024 from the effective resolution, ratio and length."""
-    return spec.tokens(
-        resolution=task.resolution or spec.default_resolution,
-        ratio=task.ratio or "adaptive",
-        frame_count=spec.frame_count(duration=task.duration, frames=task.frames),
+async def price_reservation(
+    session: AsyncSession,
+    *,
+    task: Task,
+    spec: ModelSpec,
+    tokens: int,
+    plan_id: int | None,
+    cache: TtlCache[Any],
+) -> LedgerEntry:
+    """The reserve row for `tokens` of a new task, at the cost price and plan terms in force."""
+    dims = PriceDims.of(task, spec)
+    models = [task.model, spec.name]
+    price = await price_in_force(
+        session,
+        models=models,
+        service_tier=task.service_tier,
+        dims=dims,
+        at=task.created_at,
+        cache=cache,
+    )
+    own, ppm = await charge_terms(
+        session,
+        plan_id=plan_id,
+        models=models,
+        service_tier=task.service_tier,
+        dims=dims,
+        at=task.created_at,
+        cache=cache,
+    )
+    return reserve_entry(
+        task, tokens=tokens, price=price, plan_id=plan_id, charge_price=own, charge_ppm=ppm
     )
 
 
-async def price_in_force(
-    session: AsyncSession,
+def reserve_entry(
+    task: Task,
     *,
-    models: list[str],
-    service_tier: str,
-    at: datetime,
-    cache: TtlCache[tuple[PriceRow, ...]],
-) -> PriceRow | None:
-    """The newest price effective at `at` for the first of `models` that has one.
-
-    Every price row of a model and tier (past and scheduled) is read at most once a second per
-    process (`cache`): a new price reaches every replica within that second, and a scheduled
-    one takes effect at its exact moment.
-    """
-    for model in dict.fromkeys(models):
-        in_force = [
-            price
-            for price in await _price_rows(session, model, service_tier, cache)
-            if price.effective_from <= at
-        ]
-        if in_force:
-            return max(in_force, key=lambda price: price.effective_from)
-    return None
-
-
-async def _price_rows(
-    session: AsyncSession, model: str, service_tier: str, cache: TtlCache[tuple[PriceRow, ...]]
-) -> tuple[PriceRow, ...]:
-    key = f"{model}\n{service_tier}"
-    rows = cache.get(key)
-    if rows is None:
-        found = await session.exec(
-            select(Price).where(Price.model == model, Price.service_tier == service_tier)
-        )
-        rows = tuple(
-            PriceRow(p.id, p.currency, p.micros_per_million_tokens, p.effective_from)
-            for p in found.all()
-        )
-        cache.put(key, rows)
-    return rows
-
-
-def reserve_entry(task: Task, *, tokens: int, price: PriceRow | None) -> LedgerEntry:
-    """The reserve row for a new task (added by the caller with the task, in one transaction)."""
+    tokens: int,
+    price: PriceRow | None,
+    plan_id: int | None,
+    charge_price: PriceRow | None,
+    charge_ppm: int | None,
+) -> LedgerEntry:
+    """The reserve row for a new task (added by the caller with the task, in one transaction):
+    its cost at `price` and its charge by the plan's terms, both fixed from here on."""
     if price is None:
         logger.warning(
             "model %s (%s) has no price: task %s runs unpriced",
@@ -106,13 +89,24 @@ def reserve_entry(task: Task, *, tokens: int, price: PriceRow | None) -> LedgerE
             task.service_tier,
             task.id,
         )
+    task.price_id = price.id if price else None
+    cost = cost_micros(tokens, price)
+    charge = charge_for(
+        tokens,
+        cost=cost,
+        cost_currency=price.currency if price else None,
+        plan_id=plan_id,
+        price=charge_price,
+        ppm=charge_ppm,
+    )
     return _entry(
         task,
         LedgerKind.RESERVE,
         tokens=tokens,
         total_tokens=tokens,
-        cost=cost_micros(tokens, price),
+        cost=cost,
         price=price,
+        charge=charge,
     )
 
 
@@ -128,6 +122,7 @@ async def record_outcome(
         )
     ).one()
     if status != TaskStatus.SUCCEEDED:
+        nothing = Charge(0, reserve.charge_currency, reserve.plan_id, None, None)
         entry = _entry(
             task,
             LedgerKind.RELEASE,
@@ -135,26 +130,69 @@ async def record_outcome(
             total_tokens=0,
             cost=0,
             price=None,
+            charge=nothing,
             currency=reserve.currency,
         )
     else:
-        price = await session.get(Price, reserve.price_id) if reserve.price_id else None
-        tokens, total = _usage_tokens(task, snapshot, fallback=reserve.tokens)
-        entry = _entry(
-            task,
-            LedgerKind.SETTLE,
-            tokens=tokens,
-            total_tokens=total,
-            cost=cost_micros(tokens, price),
-            price=price,
-        )
+        entry = await _settle_entry(session, task=task, reserve=reserve, snapshot=snapshot)
     session.add(entry)
     if entry.kind == LedgerKind.SETTLE:
         await add_settlement(session, reserve=reserve, settle=entry)
+        if entry.tokens > reserve.tokens:
+            await _record_overage(session, reserve=reserve, settle=entry)
     metrics = session.info.get("metrics")
     if isinstance(metrics, Metrics):
         after_commit(session, partial(_count_outcome, metrics, status, entry))
     return entry
+
+
+async def _settle_entry(
+    session: AsyncSession, *, task: Task, reserve: LedgerEntry, snapshot: dict[str, Any] | None
+) -> LedgerEntry:
+    """The upstream's usage at the reserve's price and by the reserve's charge terms."""
+    price = await session.get(Price, reserve.price_id) if reserve.price_id else None
+    own = await session.get(Price, reserve.charge_price_id) if reserve.charge_price_id else None
+    tokens, total = _usage_tokens(task, snapshot, fallback=reserve.tokens)
+    cost = cost_micros(tokens, price)
+    charge = charge_for(
+        tokens,
+        cost=cost,
+        cost_currency=price.currency if price else None,
+        plan_id=reserve.plan_id,
+        price=own,
+        ppm=reserve.charge_ppm,
+    )
+    return _entry(
+        task,
+        LedgerKind.SETTLE,
+        tokens=tokens,
+        total_tokens=total,
+        cost=cost,
+        price=price,
+        charge=charge,
+        charge_price_id=reserve.charge_price_id,
+    )
+
+
+async def _record_overage(
+    session: AsyncSession, *, reserve: LedgerEntry, settle: LedgerEntry
+) -> None:
+    """The upstream billed more than was reserved. The settle row already counts against every
+    budget (spend reads it at once); ops hear of it through the log, the metric and an alert."""
+    over = settle.tokens - reserve.tokens
+    logger.warning(
+        "task %s settled %d tokens over its reservation of %d", settle.task_id, over, reserve.tokens
+    )
+    metrics = session.info.get("metrics")
+    if isinstance(metrics, Metrics):
+        after_commit(session, partial(metrics.overage_tokens.labels(settle.model).inc, over))
+    await raise_alert(
+        session,
+        dedupe=f"overage:{settle.task_id}",
+        kind="overage",
+        message=f"Task {settle.task_id} ({settle.model}) used {settle.tokens} tokens, "
+        f"{over} more than its reservation of {reserve.tokens}.",
+    )
 
 
 def _count_outcome(metrics: Metrics, status: TaskStatus, entry: LedgerEntry) -> None:
@@ -185,7 +223,9 @@ def _entry(
     total_tokens: int,
     cost: int,
     price: Price | PriceRow | None,
+    charge: Charge,
     currency: str | None = None,
+    charge_price_id: int | None = None,
 ) -> LedgerEntry:
     return LedgerEntry(
         task_id=task.id,
@@ -199,6 +239,11 @@ def _entry(
         cost_micros=cost,
         currency=price.currency if price else currency,
         price_id=price.id if price else None,
+        charge_micros=charge.micros,
+        charge_currency=charge.currency,
+        charge_price_id=charge.price.id if charge.price else charge_price_id,
+        charge_ppm=charge.ppm,
+        plan_id=charge.plan_id,
     )
 
 

@@ -33,6 +33,9 @@ class DailySpend(SQLModel, table=True):
     tasks: int = Field(default=0)
     tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     cost_micros: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # What the users were charged, in the charge currency (the cost's, unless a plan's own
+    # prices are in another).
+    charge_micros: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
 
 
 async def add_settlement(
@@ -51,6 +54,7 @@ async def add_settlement(
         tasks=1,
         tokens=settle.tokens,
         cost_micros=settle.cost_micros,
+        charge_micros=settle.charge_micros,
     )
     statement = statement.on_conflict_do_update(
         index_elements=["day", "user_id", "key_id", "model", "currency"],
@@ -58,6 +62,7 @@ async def add_settlement(
             "tasks": table.c.tasks + 1,
             "tokens": table.c.tokens + statement.excluded.tokens,
             "cost_micros": table.c.cost_micros + statement.excluded.cost_micros,
+            "charge_micros": table.c.charge_micros + statement.excluded.charge_micros,
         },
     )
     connection = await session.connection()
