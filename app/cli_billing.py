@@ -1,16 +1,23 @@
-"""`seedance-gateway` commands for money and background work: worker, prices, budgets, usage."""
+"""`seedance-gateway` commands for money: prices, plans, quotes, budgets, usage."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from app.config import Settings
 from app.errors import GatewayError
+from app.keys import service as keys
+from app.tasks.validation import validate_create
+from app.ttl_cache import TtlCache
 from app.usage import budgets, prices, reports
 from app.usage.models import MICROS
+from app.usage.quote import quote
 
 
 def add_commands(commands: Any, with_session: Any) -> None:
@@ -38,6 +45,9 @@ def add_commands(commands: Any, with_session: Any) -> None:
     set_budget.add_argument("--limit", type=Decimal, default=None, help="in currency units")
     set_budget.add_argument("--limit-tokens", type=int, default=None)
     set_budget.add_argument(
+        "--limit-charge", type=Decimal, default=None, help="on what the user is charged"
+    )
+    set_budget.add_argument(
         "--alert-at", default=None, help="percentages that raise an alert, e.g. 80,100"
     )
     set_budget.set_defaults(handler=lambda a, s: _budgets_set(a, s, with_session))
@@ -50,14 +60,66 @@ def add_commands(commands: Any, with_session: Any) -> None:
     delete_scope.add_argument("--key")
     delete_budget.set_defaults(handler=lambda a, s: _budgets_delete(a, s, with_session))
 
+    plan_parser = commands.add_parser("plans", help="price plans: what users are charged")
+    plan_actions = plan_parser.add_subparsers(required=True, metavar="ACTION")
+    create_plan = plan_actions.add_parser("create", help="a plan charging cost × multiplier")
+    create_plan.add_argument("name")
+    create_plan.add_argument("--multiplier", type=Decimal, default=Decimal(1))
+    create_plan.set_defaults(handler=lambda a, s: _plans_create(a, s, with_session))
+    assign = plan_actions.add_parser("assign", help="charge a user by a plan (or `none`)")
+    assign.add_argument("user_id")
+    assign.add_argument("plan_id", help="a plan id, or none for at cost")
+    assign.set_defaults(handler=lambda a, s: _plans_assign(a, s, with_session))
+
+    quote_parser = commands.add_parser(
+        "quote", help="what a create body would reserve and cost (nothing is sent)"
+    )
+    quote_parser.add_argument("file", help="a create body, as JSON (- for standard input)")
+    quote_parser.add_argument("--user", default=None, help="quote at this user's plan")
+    quote_parser.set_defaults(handler=lambda a, s: _quote(a, s, with_session))
+
     usage = commands.add_parser("usage", help="usage and cost reports")
     usage_actions = usage.add_subparsers(required=True, metavar="ACTION")
     report = usage_actions.add_parser("report", help="tasks, tokens and cost per group")
-    report.add_argument("--by", default="user", choices=["user", "key", "model", "day", "task"])
+    report.add_argument(
+        "--by", default="user", choices=["user", "key", "model", "day", "task", "price"]
+    )
     report.add_argument("--since", type=_utc, default=None, help="ISO date or time (UTC)")
     report.add_argument("--until", type=_utc, default=None)
     report.add_argument("--csv", action="store_true")
     report.set_defaults(handler=lambda a, s: _usage_report(a, s, with_session))
+
+
+def _plans_create(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    ppm = int(args.multiplier * MICROS)
+    plan = with_session(
+        settings, lambda s: prices.create_plan(s, name=args.name, multiplier_ppm=ppm)
+    )
+    print(f"plan {plan.id}: {plan.name}, cost × {args.multiplier}")
+
+
+def _plans_assign(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    plan_id = None if args.plan_id == "none" else int(args.plan_id)
+    with_session(settings, lambda s: prices.assign_plan(s, user_id=args.user_id, plan_id=plan_id))
+    print(f"user {args.user_id}: plan {plan_id if plan_id is not None else 'none (at cost)'}")
+
+
+def _quote(args: argparse.Namespace, settings: Settings, with_session: Any) -> None:
+    raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    request = validate_create(raw, allowed_models=None, aliases=settings.model_aliases)
+
+    async def work(session: Any) -> dict[str, Any]:
+        user = await keys.get_user(session, user_id=args.user) if args.user else None
+        return await quote(
+            session,
+            request=request,
+            user_id=user.id if user else "",
+            key_id="",
+            plan_id=user.plan_id if user else None,
+            cache=TtlCache(0),
+        )
+
+    print(json.dumps(with_session(settings, work), indent=2))
 
 
 def _utc(text: str) -> datetime:
@@ -109,6 +171,9 @@ def _budgets_set(args: argparse.Namespace, settings: Settings, with_session: Any
             limit_micros=limit,
             limit_tokens=args.limit_tokens,
             alert_percents=[int(p) for p in args.alert_at.split(",")] if args.alert_at else None,
+            limit_charge_micros=None
+            if args.limit_charge is None
+            else int(args.limit_charge * MICROS),
         ),
     )
     print(

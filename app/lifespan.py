@@ -124,6 +124,7 @@ def poller_for(resources: Resources) -> Poller:
             batch_size=settings.poll_batch_size,
             lease_seconds=settings.poll_lease_seconds,
             upstream_qps=settings.upstream_poll_qps,
+            reread_after_seconds=settings.usage_reread_seconds,
         ),
         # No request to take an address from: GATEWAY_PUBLIC_BASE_URL, else links are relative.
         links=output_links(resources, base_url=""),

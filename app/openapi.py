@@ -71,7 +71,7 @@ INSTANT = {
 }
 # Bodies a route reads itself (for speed and Ark-shaped errors), published all the same.
 TASKS = "/api/v3/contents/generations/tasks"
-READ_BY_HAND = {(TASKS, "post"): TaskCreate}
+READ_BY_HAND = {(TASKS, "post"): TaskCreate, ("/gateway/v1/quote", "post"): TaskCreate}
 QUERY_SCHEMAS = {"from": INSTANT, "to": INSTANT}
 # One byte range: the only form the output routes serve (anything else is a 416).
 RANGE = {"type": "string", "pattern": r"^bytes=([0-9]{1,15}-[0-9]{0,15}|-[0-9]{1,15})$"}
@@ -85,8 +85,8 @@ def _errors_of(path: str, method: str) -> list[int]:
     if path in ("/healthz", "/readyz"):
         return [431, 503]
     codes = [400, 401, 429, 431, 503]
-    if "{" in path or path.startswith("/api/"):
-        codes.append(404)
+    if "{" in path or path.startswith("/api/") or path == "/gateway/v1/quote":
+        codes.append(404)  # a model not found is a 404, as the upstream answers
     if method in WITH_BODY:
         codes += [408, 413]
     if method != "get":

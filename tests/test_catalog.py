@@ -64,30 +64,55 @@ def test_placeholder_secrets_are_refused() -> None:
     assert Settings(_env_file=None).demo_mode  # type: ignore[call-arg]
 
 
+def _lengths(spec):
+    lengths = [{"duration": d} for d in {spec.min_duration, spec.max_duration}]
+    if spec.model_chooses_duration:
+        lengths.append({"duration": -1})
+    if spec.frames:
+        lengths += [{"frames": 29}, {"frames": 121}, {"frames": 289}]
+    return lengths
+
+
+def _videos(spec):
+    """No video, one declared clip (exact), clips without a declared length (the most)."""
+    if not spec.input_video_seconds:
+        return [[]]
+    clip = {"type": "video_url", "role": "reference_video"}
+    return [
+        [],
+        [{**clip, "video_url": {"url": "https://x.test/a-3s.mp4", "duration": 3}}],
+        [{**clip, "video_url": {"url": "https://x.test/b-2s.mp4"}},
+         {**clip, "video_url": {"url": "https://x.test/c-12s.mp4"}}],
+    ]  # fmt: skip
+
+
 def _grid():
+    """Every model × resolution × ratio × length × audio × draft × video input."""
     for name, spec in sorted(MODELS.items()):
+        extras = [{}] + ([{"generate_audio": False}] if spec.audio else [])
+        extras += [{"draft": True}] if spec.draft else []
         for resolution in spec.resolutions:
             for ratio in ("16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"):
-                lengths = [{"duration": d} for d in {spec.min_duration, spec.max_duration}]
-                if spec.model_chooses_duration:
-                    lengths.append({"duration": -1})
-                if spec.frames:
-                    lengths += [{"frames": 29}, {"frames": 121}, {"frames": 289}]
-                for length in lengths:
-                    yield name, {"resolution": resolution, "ratio": ratio, **length}
+                for length in _lengths(spec):
+                    for extra in extras:
+                        if extra.get("draft") and resolution != "480p":
+                            continue
+                        for videos in _videos(spec):
+                            fields = {"resolution": resolution, "ratio": ratio, **length, **extra}
+                            yield name, fields, videos
 
 
 def test_reservations_agree_with_the_independent_simulator() -> None:
     """The gateway's estimate against the simulator's own tables (written apart from the
     catalog): equal where the request fixes the output, never below it where the upstream
-    chooses (adaptive ratio, duration -1)."""
+    chooses (adaptive ratio, duration -1, input videos of undeclared length)."""
     from app.simulator import tables
     from app.tasks.models import Task
-    from app.usage.ledger import estimate_tokens
+    from app.usage.pricing import Estimate
 
     checked = 0
-    for name, fields in _grid():
-        content = [{"type": "text", "text": "fox"}]
+    for name, fields, videos in _grid():
+        content = [{"type": "text", "text": "fox"}, *videos]
         if fields["ratio"] == "adaptive":
             content.append({"type": "image_url", "image_url": {"url": "https://x.test/a.png"}})
         raw = json.dumps({"model": name, "content": content, **fields}).encode()
@@ -95,12 +120,25 @@ def test_reservations_agree_with_the_independent_simulator() -> None:
         task = Task(
             id="t", user_id="u", key_id="k", model=name, resolution=request.resolution,
             ratio=request.ratio, duration=request.duration, frames=request.frames,
+            input_video_seconds=request.input_video_seconds, draft=request.draft,
         )  # fmt: skip
-        reserved = estimate_tokens(task, request.spec)
+        reserved = Estimate.of(task, request.spec).tokens
         billed = tables.output_of(tables.MODELS[name], request.forward_body).tokens
-        if fields["ratio"] == "adaptive" or fields.get("duration") == -1:
-            assert billed <= reserved, (name, fields, billed, reserved)
+        chosen = fields["ratio"] == "adaptive" or fields.get("duration") == -1
+        if chosen or len(videos) > 1:
+            assert billed <= reserved, (name, fields, videos, billed, reserved)
         else:
-            assert billed == reserved, (name, fields, billed, reserved)
+            assert billed == reserved, (name, fields, videos, billed, reserved)
         checked += 1
-    assert checked > 300
+    assert checked > 1500
+
+
+def test_the_declared_length_of_an_input_video_is_not_forwarded() -> None:
+    clip = {"url": "https://x.test/a.mp4", "duration": 4.5}
+    raw = _create(
+        model="dreamina-seedance-2-0-260128",
+        content=[{"type": "text", "text": "fox"}, {"type": "video_url", "video_url": clip}],
+    )
+    request = validate_create(raw, allowed_models=None, aliases={})
+    assert request.input_video_seconds == 5  # rounded up: never reserve less
+    assert request.forward_body["content"][1]["video_url"] == {"url": "https://x.test/a.mp4"}

@@ -19,6 +19,7 @@ from app.admin.billing_schemas import (
 from app.admin.deps import AdminSessionDep, require_admin
 from app.usage import budgets, prices, reports
 from app.usage.models import PRICE_DIMENSIONS
+from app.usage.reconciliation import reconciliation_report
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -149,3 +150,18 @@ async def usage(
     if format == "csv":
         return PlainTextResponse(reports.to_csv(rows, group_by=group_by), media_type="text/csv")
     return {"group_by": group_by, "from": start, "to": end, "rows": [r.as_dict() for r in rows]}
+
+
+@router.get("/usage/reconciliation")
+async def reconciliation(
+    session: AdminSessionDep,
+    start_text: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end_text: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+) -> dict[str, Any]:
+    """Per model, settled tokens beside what the upstream reported when each task was re-read
+    after settlement (`GATEWAY_USAGE_REREAD_SECONDS`), and the tasks whose usage changed."""
+    return await reconciliation_report(
+        session,
+        start=reports.parse_instant(start_text, param="from"),
+        end=reports.parse_instant(end_text, param="to"),
+    )

@@ -44,8 +44,8 @@ from app.tasks.states import transition
 from app.tasks.validation import CreateRequest
 from app.upstream.client import UpstreamCallFailed, UpstreamTimedOut
 from app.usage.budgets import budgets_for, enforce_budgets
-from app.usage.ledger import price_reservation
-from app.usage.pricing import Estimate
+from app.usage.ledger import reserve_entry
+from app.usage.pricing import Estimate, terms_for
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +131,10 @@ async def _record(
     """
     tokens = Estimate.of(task, request.spec).tokens
     try:
-        reservation = await price_reservation(
-            session,
-            task=task,
-            spec=request.spec,
-            tokens=tokens,
-            plan_id=auth.plan_id,
-            cache=resources.prices,
+        terms = await terms_for(
+            session, task=task, spec=request.spec, plan_id=auth.plan_id, cache=resources.prices
         )
+        reservation = reserve_entry(task, tokens=tokens, terms=terms)
         budgets = await budgets_for(
             session, user_id=task.user_id, key_id=task.key_id, cache=resources.budgets
         )

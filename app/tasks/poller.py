@@ -38,6 +38,7 @@ from app.tasks.models import OPEN_STATUSES, Task, TaskEvent, TaskStatus
 from app.tasks.observe import observe_open_tasks
 from app.tasks.reconcile import reconcile_unknowns
 from app.tasks.render import OutputLinks
+from app.tasks.reread import reread_settled
 from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
 from app.upstream.client import UpstreamClient
 
@@ -63,6 +64,8 @@ class PollerConfig:
     lease_seconds: float = 60.0
     upstream_qps: float = 10.0
     concurrency: int = 8
+    # Succeeded tasks are read once more this long after settling (None: never).
+    reread_after_seconds: float | None = None
 
 
 @dataclass
@@ -153,9 +156,24 @@ class Poller:
             self._reconcile(unknown, pace_list),
             self._deliver_callbacks(),
             self._deliver_alerts(),
+            self._reread(),
         )
         await self._deliver_callbacks()
         return observed + len(task_ids)
+
+    async def _reread(self) -> None:
+        if self.config.reread_after_seconds is None:
+            return
+        try:
+            await reread_settled(
+                self.sessionmaker,
+                upstream=self.upstream,
+                pace=self.pacer.wait,
+                after=timedelta(seconds=self.config.reread_after_seconds),
+                batch=self.config.batch_size,
+            )
+        except Exception:
+            logger.exception("poller: re-reading settled tasks failed")
 
     async def _deliver_alerts(self) -> None:
         if self.alert_webhook_url is None:

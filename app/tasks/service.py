@@ -19,6 +19,7 @@ from app.tasks.render import OutputLinks, public_view
 from app.tasks.repository import TaskRecord
 from app.tasks.schemas import TaskListQuery
 from app.tasks.states import apply_snapshot, refresh_task
+from app.usage.ledger import entries_of
 
 logger = logging.getLogger(__name__)
 
@@ -219,8 +220,9 @@ async def _cancel_queued(
 
 
 async def task_detail(session: AsyncSession, *, task_id: str) -> dict[str, Any]:
-    """What an admin sees of a task (any owner's; 404 if unknown): the gateway's columns and,
-    when it is archived or being archived, the copy's state."""
+    """What an admin sees of a task (any owner's; 404 if unknown): the gateway's columns, its
+    ledger rows (cost and charge, the price rows used) and, when it is archived or being
+    archived, the copy's state."""
     task = await session.get(Task, task_id) if len(task_id) <= 64 else None
     if task is None:
         raise _not_found(task_id)
@@ -228,4 +230,8 @@ async def task_detail(session: AsyncSession, *, task_id: str) -> dict[str, Any]:
     internal = {"snapshot", "request_fingerprint", "idempotency_key", "callback_url"}
     detail = task.model_dump(exclude=internal)
     detail["archive"] = archive.model_dump(exclude={"task_id"}) if archive is not None else None
+    detail["ledger"] = [
+        row.model_dump(exclude={"task_id", "user_id", "key_id", "model", "service_tier"})
+        for row in await entries_of(session, task_id=task_id)
+    ]
     return detail

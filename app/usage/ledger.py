@@ -13,75 +13,24 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.alerts import raise_alert
 from app.db import after_commit
 from app.metrics import Metrics
-from app.tasks.catalog import ModelSpec
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus, status_in
-from app.ttl_cache import TtlCache
 from app.usage.models import LedgerEntry, LedgerKind, Price
-from app.usage.pricing import (
-    Charge,
-    PriceDims,
-    PriceRow,
-    charge_for,
-    charge_terms,
-    cost_micros,
-    price_in_force,
-)
+from app.usage.pricing import Charge, PriceRow, Terms, charge_for, cost_micros
 from app.usage.rollup import add_settlement
 
 logger = logging.getLogger(__name__)
 
 
-async def price_reservation(
-    session: AsyncSession,
-    *,
-    task: Task,
-    spec: ModelSpec,
-    tokens: int,
-    plan_id: int | None,
-    cache: TtlCache[Any],
-) -> LedgerEntry:
-    """The reserve row for `tokens` of a new task, at the cost price and plan terms in force."""
-    dims = PriceDims.of(task, spec)
-    models = [task.model, spec.name]
-    price = await price_in_force(
-        session,
-        models=models,
-        service_tier=task.service_tier,
-        dims=dims,
-        at=task.created_at,
-        cache=cache,
-    )
-    own, ppm = await charge_terms(
-        session,
-        plan_id=plan_id,
-        models=models,
-        service_tier=task.service_tier,
-        dims=dims,
-        at=task.created_at,
-        cache=cache,
-    )
-    return reserve_entry(
-        task, tokens=tokens, price=price, plan_id=plan_id, charge_price=own, charge_ppm=ppm
-    )
-
-
-def reserve_entry(
-    task: Task,
-    *,
-    tokens: int,
-    price: PriceRow | None,
-    plan_id: int | None,
-    charge_price: PriceRow | None,
-    charge_ppm: int | None,
-) -> LedgerEntry:
+def reserve_entry(task: Task, *, tokens: int, terms: Terms) -> LedgerEntry:
     """The reserve row for a new task (added by the caller with the task, in one transaction):
-    its cost at `price` and its charge by the plan's terms, both fixed from here on."""
+    its cost and its charge by `terms`, both fixed from here on."""
+    price = terms.price
     if price is None:
         logger.warning(
             "model %s (%s) has no price: task %s runs unpriced",
@@ -95,9 +44,9 @@ def reserve_entry(
         tokens,
         cost=cost,
         cost_currency=price.currency if price else None,
-        plan_id=plan_id,
-        price=charge_price,
-        ppm=charge_ppm,
+        plan_id=terms.plan_id,
+        price=terms.charge_price,
+        ppm=terms.charge_ppm,
     )
     return _entry(
         task,
@@ -245,6 +194,12 @@ def _entry(
         charge_ppm=charge.ppm,
         plan_id=charge.plan_id,
     )
+
+
+async def entries_of(session: AsyncSession, *, task_id: str) -> list[LedgerEntry]:
+    """A task's ledger rows, oldest first."""
+    query = select(LedgerEntry).where(LedgerEntry.task_id == task_id).order_by(col(LedgerEntry.id))
+    return list((await session.exec(query)).all())
 
 
 async def open_reservations(engine: AsyncEngine) -> dict[str, tuple[int, int]]:

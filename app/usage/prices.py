@@ -103,3 +103,17 @@ async def add_price(
             code="PriceAlreadyExists",
         ) from None
     return price
+
+
+async def list_prices_by_id(session: AsyncSession, ids: list[int]) -> list[Price]:
+    """The price rows with these ids."""
+    if not ids:
+        return []
+    return list((await session.exec(select(Price).where(col(Price.id).in_(ids)))).all())
+
+
+def price_label(price: Price) -> str:
+    """What a price row is for, for people: model, tier and the dimensions it names."""
+    named = [f"{name}={getattr(price, name)}" for name in PRICE_DIMENSIONS]
+    dims = [part for part in named if not part.endswith("=*")]
+    return " ".join([price.model, price.service_tier, *dims])

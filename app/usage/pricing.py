@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlmodel import col, select
@@ -203,31 +204,44 @@ async def plan_multiplier(session: AsyncSession, plan_id: int, cache: TtlCache[A
     return ppm
 
 
-async def charge_terms(
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """The prices a new task is reserved (and later settled) at."""
+
+    dims: PriceDims
+    price: PriceRow | None  # its cost price; None: unpriced
+    plan_id: int | None
+    charge_price: PriceRow | None  # the plan's own price, if one matches
+    charge_ppm: int | None  # else the multiplier on cost
+
+
+async def terms_for(
     session: AsyncSession,
     *,
+    task: Task,
+    spec: ModelSpec,
     plan_id: int | None,
-    models: list[str],
-    service_tier: str,
-    dims: PriceDims,
-    at: datetime,
     cache: TtlCache[Any],
-) -> tuple[PriceRow | None, int | None]:
-    """The plan's own price for the task, else its multiplier; at cost without a plan."""
-    if plan_id is None:
-        return None, MICROS
-    own = await price_in_force(
+) -> Terms:
+    """The cost price in force for the task's dimensions, and its user's plan terms: the
+    plan's own matching price, else its multiplier (at cost without a plan)."""
+    dims = PriceDims.of(task, spec)
+    find = partial(
+        price_in_force,
         session,
-        models=models,
-        service_tier=service_tier,
+        models=[task.model, spec.name],
+        service_tier=task.service_tier,
         dims=dims,
-        at=at,
+        at=task.created_at,
         cache=cache,
-        plan_id=plan_id,
     )
+    price = await find()
+    if plan_id is None:
+        return Terms(dims, price, None, None, MICROS)
+    own = await find(plan_id=plan_id)
     if own is not None:
-        return own, None
-    return None, await plan_multiplier(session, plan_id, cache)
+        return Terms(dims, price, plan_id, own, None)
+    return Terms(dims, price, plan_id, None, await plan_multiplier(session, plan_id, cache))
 
 
 def charge_for(

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import case, func
+from sqlalchemy import String, case, cast, func
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,9 +31,10 @@ from app.usage.budgets import (
     with_outcomes,
 )
 from app.usage.models import MICROS
+from app.usage.prices import list_prices_by_id, price_label
 from app.usage.rollup import DailySpend
 
-GroupBy = Literal["user", "key", "model", "day", "task"]
+GroupBy = Literal["user", "key", "model", "day", "task", "price"]
 
 
 def parse_instant(value: str | None, *, param: str) -> datetime | None:
@@ -58,7 +59,8 @@ class UsageRow:
 
     `name` is the user's or the key's name when grouped by user or key (`user_name`: the key's
     owner), so people can read a report without looking ids up; grouped by task, `name` is its
-    model, `user_name` its owner and `archive` its archive copy's state.
+    model, `user_name` its owner and `archive` its archive copy's state; grouped by price, the
+    group is the cost price row and `name` says what it is for.
     """
 
     group: str
@@ -71,6 +73,10 @@ class UsageRow:
     cost_micros: int
     reserved_micros: int
     unpriced_tasks: int
+    # What the users were charged (settled), and tokens the upstream billed beyond reservations.
+    charge_micros: int
+    overage_tokens: int
+    charge_currency: str | None = field(default=None, kw_only=True)
     name: str | None = field(default=None, kw_only=True)
     user_name: str | None = field(default=None, kw_only=True)
     # Grouped by task: where its archive copy stands (None: not archived, archive off).
@@ -81,9 +87,23 @@ class UsageRow:
         """Settled cost in currency units, exactly (micro-units have six decimals)."""
         return str(Decimal(self.cost_micros) / MICROS)
 
+    @property
+    def margin_micros(self) -> int | None:
+        """Charge less cost, where both are in one currency."""
+        if self.charge_currency != self.currency:
+            return None
+        return self.charge_micros - self.cost_micros
+
     def as_dict(self) -> dict[str, Any]:
-        """The row with its decimal cost."""
-        return {**asdict(self), "cost": self.cost}
+        """The row with its decimal cost, charge and margin."""
+        margin = self.margin_micros
+        return {
+            **asdict(self),
+            "cost": self.cost,
+            "charge": str(Decimal(self.charge_micros) / MICROS),
+            "margin_micros": margin,
+            "margin": None if margin is None else str(Decimal(margin) / MICROS),
+        }
 
 
 def _group_column(group_by: GroupBy, dialect: str) -> Any:
@@ -95,6 +115,8 @@ def _group_column(group_by: GroupBy, dialect: str) -> Any:
         return col(RESERVE.model)
     if group_by == "task":
         return col(RESERVE.task_id)
+    if group_by == "price":
+        return func.coalesce(cast(col(RESERVE.price_id), String), "none")
     if dialect == "sqlite":  # stored as naive UTC text
         return func.strftime("%Y-%m-%d", col(RESERVE.created_at))
     return func.to_char(func.timezone("UTC", col(RESERVE.created_at)), "YYYY-MM-DD")
@@ -111,11 +133,13 @@ async def usage_report(
     """One row per group (and currency) of tasks created in [start, end)."""
     group = _group_column(group_by, session.get_bind().dialect.name).label("group")
     open_ = col(SETTLE.id).is_(None) & col(RELEASE.id).is_(None)
+    over = col(SETTLE.tokens) - col(RESERVE.tokens)
     query = (
         with_outcomes(
             sa_select(
                 group,
                 col(RESERVE.currency),
+                col(RESERVE.charge_currency),
                 func.count(col(RESERVE.id)),
                 func.count(col(SETTLE.id)),
                 func.count(col(RELEASE.id)),
@@ -124,9 +148,11 @@ async def usage_report(
                 func.coalesce(func.sum(col(SETTLE.cost_micros)), 0),
                 func.sum(case((open_, col(RESERVE.cost_micros)), else_=0)),
                 func.sum(case((col(RESERVE.price_id).is_(None), 1), else_=0)),
+                func.coalesce(func.sum(col(SETTLE.charge_micros)), 0),
+                func.coalesce(func.sum(case((over > 0, over), else_=0)), 0),
             )
         )
-        .group_by(group, col(RESERVE.currency))
+        .group_by(group, col(RESERVE.currency), col(RESERVE.charge_currency))
         .order_by(group)
     )
     if start is not None:
@@ -137,7 +163,9 @@ async def usage_report(
         query = query.where(col(RESERVE.user_id) == user_id)
     # SQLModel types select() up to four columns; this is SQLAlchemy's, which it runs as well.
     rows = (await session.exec(query)).all()  # type: ignore[call-overload]
-    report = [UsageRow(str(r[0]), r[1], *(int(v or 0) for v in r[2:])) for r in rows]
+    report = [
+        UsageRow(str(r[0]), r[1], *(int(v or 0) for v in r[3:]), charge_currency=r[2]) for r in rows
+    ]
     return await _with_names(session, report, group_by=group_by)
 
 
@@ -224,7 +252,19 @@ async def _with_names(
         return labelled
     if group_by == "task" and ids:
         return await _with_task_details(session, rows)
+    if group_by == "price" and ids:
+        return await _with_price_labels(session, rows)
     return rows
+
+
+async def _with_price_labels(session: AsyncSession, rows: list[UsageRow]) -> list[UsageRow]:
+    ids = [int(row.group) for row in rows if row.group.isdigit()]
+    found = {price.id: price for price in await list_prices_by_id(session, ids)}
+    labelled = []
+    for row in rows:
+        price = found.get(int(row.group)) if row.group.isdigit() else None
+        labelled.append(replace(row, name=price_label(price) if price else "unpriced"))
+    return labelled
 
 
 async def _with_task_details(session: AsyncSession, rows: list[UsageRow]) -> list[UsageRow]:
@@ -255,18 +295,26 @@ def to_csv(rows: list[UsageRow], *, group_by: GroupBy) -> str:
         "cost_micros",
         "reserved_micros",
         "unpriced_tasks",
+        "overage_tokens",
+        "charge_currency",
+        "charge",
+        "charge_micros",
+        "margin",
+        "margin_micros",
     ]
     names = {
         "user": ["name"],
         "key": ["name", "user_name"],
         "task": ["name", "user_name", "archive"],
+        "price": ["name"],
     }.get(group_by, [])
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([group_by, *names, "currency", *fields])
     for row in rows:
         data = row.as_dict()
         labels = [data[name] or "" for name in names]
-        writer.writerow([row.group, *labels, row.currency or "", *(data[name] for name in fields)])
+        values = ["" if data[name] is None else data[name] for name in fields]
+        writer.writerow([row.group, *labels, row.currency or "", *values])
     return out.getvalue()
 
 
@@ -294,6 +342,9 @@ async def self_service_usage(session: AsyncSession, *, user_id: str, key_id: str
                 "limit_tokens": budget.limit_tokens,
                 "spent_tokens": used.tokens,
                 "remaining_tokens": _left(budget.limit_tokens, used.tokens),
+                "limit_charge_micros": budget.limit_charge_micros,
+                "charged_micros": used.charge_micros,
+                "remaining_charge_micros": _left(budget.limit_charge_micros, used.charge_micros),
             }
         )
     return {
