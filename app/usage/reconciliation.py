@@ -40,7 +40,8 @@ async def reconciliation_report(
         settled = settled.where(col(Task.created_at) >= start)
     if end is not None:
         settled = settled.where(col(Task.created_at) < end)
-    totals = await session.execute(
+    # SQLModel types select() up to four columns; these are SQLAlchemy's, which it runs as well.
+    totals = await session.exec(  # type: ignore[call-overload]
         settled.add_columns(
             col(SETTLE.model),
             func.count(),
@@ -53,7 +54,7 @@ async def reconciliation_report(
         .group_by(col(SETTLE.model))
         .order_by(col(SETTLE.model))
     )
-    flagged = await session.execute(
+    flagged = await session.exec(  # type: ignore[call-overload]
         settled.add_columns(
             col(Task.id),
             col(Task.model),
