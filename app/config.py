@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     poll_lease_seconds: float = Field(default=60.0, gt=0)
     upstream_poll_qps: float = Field(default=8.0, gt=0)
     # Each succeeded task's usage is read once more this long after it settled, for the
-    # reconciliation report (None: never).
-    usage_reread_seconds: float | None = Field(default=600.0, ge=0)
+    # reconciliation report.
+    usage_reread_seconds: float = Field(default=600.0, ge=0)
 
     # Limits. Rates use the `limits` notation ("60/minute", "10/second;500/hour"), per key, in a
     # moving window: in Redis when GATEWAY_REDIS_URL is set, else in this process only.

@@ -204,6 +204,7 @@ async def test_budgets_limits_and_prices_are_set_from_the_console(
         "csrf": csrf,
         "model": "seedance-1-0-lite-t2v-250428",
         "price_per_million_tokens": "1.2",
+        "resolution": "1080p",
     }
     assert (await client.post("/console/prices", data=price)).status_code == 303
 
@@ -218,7 +219,10 @@ async def test_budgets_limits_and_prices_are_set_from_the_console(
     assert shown["read_rate_limit"] is None  # empty: the default
     listed = (await gateway.client.get("/admin/v1/prices", **admin)).json()
     assert any(
-        p["model"] == price["model"] and p["micros_per_million_tokens"] == 1_200_000 for p in listed
+        p["model"] == price["model"]
+        and (p["micros_per_million_tokens"], p["resolution"], p["audio"])
+        == (1_200_000, "1080p", "*")
+        for p in listed
     )
     assert (
         "12.50" in (await client.get(page)).text
@@ -230,6 +234,10 @@ async def test_budgets_limits_and_prices_are_set_from_the_console(
         (f"{page}/budget", {"csrf": csrf, "limit_tokens": "lots"}),
         (f"{page}/limits", {"csrf": csrf, "create_rate_limit": "often"}),
         ("/console/prices", {"csrf": csrf, "model": "m", "price_per_million_tokens": "-1"}),
+        (
+            "/console/prices",
+            {"csrf": csrf, "model": "m", "price_per_million_tokens": "1", "resolution": "8k"},
+        ),
         (f"{page}/budget", {"limit": "1"}),  # no CSRF token
     ]
     for path, form in bad:

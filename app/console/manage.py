@@ -244,15 +244,22 @@ async def add_price(
     price_per_million_tokens: Annotated[str, Form(max_length=40)],
     service_tier: Annotated[str, Form(max_length=16)] = "default",
     currency: Annotated[str, Form(max_length=8)] = "USD",
+    resolution: Annotated[str, Form(max_length=8)] = "*",
+    video_input: Annotated[str, Form(max_length=4)] = "*",
+    audio: Annotated[str, Form(max_length=4)] = "*",
+    draft: Annotated[str, Form(max_length=4)] = "*",
 ) -> Response:
-    """Add a price from now on (older tasks keep the price they had)."""
+    """Add a price from now on, for some dimensions or all (older tasks keep the price they
+    had)."""
     check_csrf(request, me, csrf)
+    dims = {"resolution": resolution, "video_input": video_input, "audio": audio, "draft": draft}
     body = PriceCreate.model_validate(
         {
             "model": model,
             "service_tier": service_tier,
             "currency": currency,
             "price_per_million_tokens": price_per_million_tokens,
+            **dims,
         }
     )
     await prices.add_price(
@@ -262,6 +269,7 @@ async def add_price(
         currency=body.currency,
         micros_per_million_tokens=body.micros(),
         effective_from=None,
+        dims={name: getattr(body, name) for name in dims},
     )
     return to("/console/prices")
 
