@@ -16,7 +16,7 @@ from app.keys import service as keys
 from app.tasks.validation import validate_create
 from app.ttl_cache import TtlCache
 from app.usage import budgets, prices, reports
-from app.usage.models import MICROS
+from app.usage.models import MICROS, PRICE_DIMENSIONS
 from app.usage.quote import quote
 
 
@@ -135,8 +135,10 @@ def _prices_list(args: argparse.Namespace, settings: Settings, with_session: Any
     rows = with_session(settings, lambda s: prices.list_prices(s, model=args.model))
     for price in rows:
         per_million = Decimal(price.micros_per_million_tokens) / MICROS
+        dims = " ".join(f"{name}={getattr(price, name)}" for name in PRICE_DIMENSIONS)
         print(
-            f"{price.model}\t{price.service_tier}\t{per_million} {price.currency}/M tokens"
+            f"{price.model}\t{price.service_tier}\t{dims}\t{per_million} {price.currency}/M tokens"
+            f"{' (approximate)' if price.approximate else ''}"
             f"\tfrom {price.effective_from:%Y-%m-%d %H:%M}"
         )
 

@@ -117,3 +117,34 @@ def test_env_example_copied_verbatim_starts(tmp_path: Path) -> None:
         result = run(*args, db=None, cwd=tmp_path, PYTHONPATH=str(ROOT))
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "gateway.db").exists()  # the example's SQLite file, beside the .env
+
+
+def test_plans_and_quotes(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    run("migrate", db=db)
+    listed = run("prices", "list", "--model", "dreamina-seedance-2-0-260128", db=db).stdout
+    assert (
+        "resolution=1080p video_input=yes audio=* draft=*\t4.6 USD/M tokens (approximate)" in listed
+    )
+    user = json.loads(run("users", "create", "team-a", db=db).stdout)
+    plan = run("plans", "create", "retail", "--multiplier", "1.25", db=db)
+    assert plan.stdout.startswith("plan 1: retail, cost × 1.25"), plan.stderr
+    assert run("plans", "assign", user["id"], "1", db=db).returncode == 0
+    body = tmp_path / "body.json"
+    body.write_text(
+        json.dumps(
+            {
+                "model": "dreamina-seedance-2-0-260128",
+                "resolution": "720p",
+                "ratio": "16:9",
+                "content": [{"type": "text", "text": "fox"}],
+            }
+        )
+    )
+    at_cost = json.loads(run("quote", str(body), db=db).stdout)
+    assert (at_cost["estimated_tokens"], at_cost["estimated_cost"]) == (108_900, "0.7623")
+    retail = json.loads(run("quote", str(body), "--user", user["id"], db=db).stdout)
+    assert retail["estimated_charge"] == "0.952875"  # 762,300 × 1.25 micro-units
+    body.write_text(json.dumps({"model": "dreamina-seedance-2-0-260128", "duration": 99}))
+    bad = run("quote", str(body), db=db)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: ")
