@@ -43,6 +43,20 @@ class CreateRequest:
     generate_audio: bool = False
     draft: bool = False
 
+    def task_fields(self) -> dict[str, Any]:
+        """The task columns that drive its cost, as the create records them."""
+        return {
+            "model": self.model,
+            "service_tier": self.service_tier,
+            "resolution": self.resolution,
+            "ratio": self.ratio,
+            "duration": self.duration,
+            "frames": self.frames,
+            "input_video_seconds": self.input_video_seconds,
+            "generate_audio": self.generate_audio,
+            "draft": self.draft,
+        }
+
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")

@@ -21,7 +21,7 @@ from app.db import after_commit
 from app.metrics import Metrics
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus, status_in
 from app.usage.models import LedgerEntry, LedgerKind, Price
-from app.usage.pricing import Charge, PriceRow, Terms, charge_for, cost_micros
+from app.usage.pricing import Charge, PriceRow, Terms, priced
 from app.usage.rollup import add_settlement
 
 logger = logging.getLogger(__name__)
@@ -39,13 +39,11 @@ def reserve_entry(task: Task, *, tokens: int, terms: Terms) -> LedgerEntry:
             task.id,
         )
     task.price_id = price.id if price else None
-    cost = cost_micros(tokens, price)
-    charge = charge_for(
+    cost, charge = priced(
         tokens,
-        cost=cost,
-        cost_currency=price.currency if price else None,
+        price=price,
         plan_id=terms.plan_id,
-        price=terms.charge_price,
+        charge_price=terms.charge_price,
         ppm=terms.charge_ppm,
     )
     return _entry(
@@ -102,14 +100,8 @@ async def _settle_entry(
     price = await session.get(Price, reserve.price_id) if reserve.price_id else None
     own = await session.get(Price, reserve.charge_price_id) if reserve.charge_price_id else None
     tokens, total = _usage_tokens(task, snapshot, fallback=reserve.tokens)
-    cost = cost_micros(tokens, price)
-    charge = charge_for(
-        tokens,
-        cost=cost,
-        cost_currency=price.currency if price else None,
-        plan_id=reserve.plan_id,
-        price=own,
-        ppm=reserve.charge_ppm,
+    cost, charge = priced(
+        tokens, price=price, plan_id=reserve.plan_id, charge_price=own, ppm=reserve.charge_ppm
     )
     return _entry(
         task,

@@ -244,18 +244,23 @@ async def terms_for(
     return Terms(dims, price, plan_id, None, await plan_multiplier(session, plan_id, cache))
 
 
-def charge_for(
+def priced(
     tokens: int,
     *,
-    cost: int,
-    cost_currency: str | None,
-    plan_id: int | None,
     price: Price | PriceRow | None,
+    plan_id: int | None,
+    charge_price: Price | PriceRow | None,
     ppm: int | None,
-) -> Charge:
-    """The charge for `tokens` that cost `cost`, by fixed terms."""
-    if price is not None:
-        own = price if isinstance(price, PriceRow) else None
-        return Charge(cost_micros(tokens, price), price.currency, plan_id, own, None)
+) -> tuple[int, Charge]:
+    """The cost of `tokens` at `price`, and their charge by fixed terms: at the plan's own
+    price if it has one, else cost × `ppm` / 1,000,000."""
+    cost = cost_micros(tokens, price)
+    if charge_price is not None:
+        own = charge_price if isinstance(charge_price, PriceRow) else None
+        charge = Charge(
+            cost_micros(tokens, charge_price), charge_price.currency, plan_id, own, None
+        )
+        return cost, charge
     multiplier = MICROS if ppm is None else ppm
-    return Charge(scaled(cost, multiplier), cost_currency, plan_id, None, multiplier)
+    currency = price.currency if price else None
+    return cost, Charge(scaled(cost, multiplier), currency, plan_id, None, multiplier)

@@ -39,15 +39,7 @@ async def quote(
         id="quote",
         user_id=user_id,
         key_id=key_id,
-        model=request.model,
-        service_tier=request.service_tier,
-        resolution=request.resolution,
-        ratio=request.ratio,
-        duration=request.duration,
-        frames=request.frames,
-        input_video_seconds=request.input_video_seconds,
-        generate_audio=request.generate_audio,
-        draft=request.draft,
+        **request.task_fields(),
         created_at=utcnow(),
     )
     estimate = Estimate.of(task, request.spec)
