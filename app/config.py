@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Upstream (Seedance / Ark). No key means demo mode against the built-in simulator.
     upstream_base_url: str = "http://127.0.0.1:8001/api/v3"
     upstream_api_key: SecretStr | None = None
+    # Encrypts the master keys of accounts added through the admin API (any long random text;
+    # without it only the settings' account can be used). Changing it makes stored keys unusable.
+    account_keys_secret: SecretStr | None = None
     upstream_timeout_seconds: float = 60.0
     upstream_connect_timeout_seconds: float = 5.0
     upstream_max_connections: int = 100
@@ -180,6 +183,11 @@ class Settings(BaseSettings):
             admin = self.admin_token.get_secret_value().encode()
             return (hmac.new(admin, b"seedance-gateway browser tokens", "sha256").digest(),)
         return ()
+
+    def account_keys_secret_value(self) -> str | None:
+        """The secret that encrypts stored master keys, if set."""
+        secret = self.account_keys_secret
+        return secret.get_secret_value() if secret is not None else None
 
     def effective_upstream_base_url(self) -> str:
         """Where upstream calls go: the configured URL, or the in-process simulator in demo mode."""

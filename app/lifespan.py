@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -25,8 +25,10 @@ from app.tasks.callbacks import create_callback_client
 from app.tasks.poller import Poller, PollerConfig
 from app.tasks.service import output_links
 from app.ttl_cache import TtlCache
+from app.upstream.accounts import DEFAULT_ACCOUNT, KeyBox, ensure_default
 from app.upstream.client import UpstreamClient, create_http_client
 from app.upstream.content import create_content_client
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,47 @@ async def open_resources(
             )
             await session.commit()
 
+    async def account_refused(account_id: str) -> None:
+        if account_id == DEFAULT_ACCOUNT:
+            await master_key_refused()
+        if await pool.set_health(
+            account_id, healthy=False, detail="the upstream refused its master key"
+        ):
+            async with sessionmaker() as session:
+                await raise_alert(
+                    session,
+                    dedupe=f"account:{account_id}:{utcnow():%Y-%m-%dT%H:%M}",
+                    kind="account",
+                    message=f"Upstream account {account_id} refused its master key: out of "
+                    "rotation until it answers again.",
+                )
+                await session.commit()
+
+    def account_client(
+        base_url: str, api_key: str, refused: Callable[[], Awaitable[None]]
+    ) -> UpstreamClient:
+        http = create_http_client(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=settings.upstream_timeout_seconds,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            max_connections=settings.upstream_max_connections,
+            transport=upstream_transport,
+        )
+        return UpstreamClient(http, metrics, on_key_refused=refused)
+
+    pool = UpstreamPool(
+        default=UpstreamClient(
+            http, metrics, on_key_refused=lambda: account_refused(DEFAULT_ACCOUNT)
+        ),
+        sessionmaker=sessionmaker,
+        make_client=account_client,
+        box=KeyBox(settings.account_keys_secret_value()),
+        on_refused=account_refused,
+    )
+    with contextlib.suppress(Exception):  # a database not migrated yet: the pool waits for it
+        async with sessionmaker() as session:
+            await ensure_default(session, base_url=settings.effective_upstream_base_url())
     limiter = RateLimiter(
         redis_url=settings.redis_url,
         key_prefix=settings.redis_key_prefix,
@@ -88,7 +131,7 @@ async def open_resources(
             engine=engine,
             autocommit_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
             sessionmaker=sessionmaker,
-            upstream=UpstreamClient(http, metrics, on_key_refused=master_key_refused),
+            upstream=pool,
             callbacks=callbacks,
             downloads=downloads,
             store=open_store(settings),
@@ -104,6 +147,7 @@ async def open_resources(
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )
     finally:
+        await pool.close()
         await limiter.close()
         await callbacks.aclose()
         await downloads.aclose()

@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
+from app.admin.accounts_router import router as accounts_router
 from app.admin.billing_router import router as billing_router
 from app.admin.router import router as admin_router
 from app.config import Settings
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(outputs_router)
     app.include_router(admin_router)
     app.include_router(billing_router)
+    app.include_router(accounts_router)
     app.include_router(usage_router)
     app.include_router(tokens_router)
     app.include_router(health_router)

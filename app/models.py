@@ -7,6 +7,7 @@ from app.alerts import Alert
 from app.db import TurnSlot
 from app.keys.models import ApiKey, User
 from app.tasks.models import CallbackDelivery, Task, TaskArchive, TaskEvent
+from app.upstream.accounts import UpstreamAccount
 from app.usage.models import Budget, LedgerEntry, Price
 from app.usage.rollup import DailySpend
 
@@ -25,6 +26,7 @@ __all__ = [
     "TaskArchive",
     "TaskEvent",
     "TurnSlot",
+    "UpstreamAccount",
     "User",
     "metadata",
 ]

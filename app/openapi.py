@@ -76,6 +76,8 @@ QUERY_SCHEMAS = {"from": INSTANT, "to": INSTANT}
 # One byte range: the only form the output routes serve (anything else is a 416).
 RANGE = {"type": "string", "pattern": r"^bytes=([0-9]{1,15}-[0-9]{0,15}|-[0-9]{1,15})$"}
 OUTPUTS = "/gateway/v1/outputs/"
+# Bodies that name something else, which may not exist: a model (as the upstream answers), a plan.
+NAMES_ANOTHER = ("/gateway/v1/quote", "/admin/v1/prices")
 OUTPUT_TYPES = ("video/mp4", "image/jpeg", "image/png", "application/octet-stream")
 # Any other text in a query: printable ASCII (the request middleware refuses the rest).
 ASCII_TEXT = "^[ -~]*$"
@@ -85,8 +87,8 @@ def _errors_of(path: str, method: str) -> list[int]:
     if path in ("/healthz", "/readyz"):
         return [431, 503]
     codes = [400, 401, 429, 431, 503]
-    if "{" in path or path.startswith("/api/") or path == "/gateway/v1/quote":
-        codes.append(404)  # a model not found is a 404, as the upstream answers
+    if "{" in path or path.startswith("/api/") or path in NAMES_ANOTHER:
+        codes.append(404)  # what it names does not exist (a model, a plan)
     if method in WITH_BODY:
         codes += [408, 413]
     if method != "get":

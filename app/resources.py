@@ -19,7 +19,7 @@ from app.limits.rates import RateLimiter
 from app.metrics import Metrics
 from app.storage import ObjectStore
 from app.ttl_cache import TtlCache
-from app.upstream.client import UpstreamClient
+from app.upstream.pool import UpstreamPool
 
 
 @dataclass
@@ -31,7 +31,8 @@ class Resources:
     # The same pool, for reads that need no transaction (no BEGIN and ROLLBACK round trips).
     autocommit_engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    upstream: UpstreamClient
+    # Every upstream account's client; a task's calls go to its own account's.
+    upstream: UpstreamPool
     callbacks: httpx.AsyncClient
     # Downloads of task outputs from the upstream's presigned URLs (no credentials).
     downloads: httpx.AsyncClient

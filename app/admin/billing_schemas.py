@@ -24,6 +24,8 @@ from app.usage.models import MICROS
 Amount = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(whole)]
 
 
+PlanId = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(whole)]
+
 _MONEY = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$"
 
 
@@ -82,7 +84,7 @@ class PriceCreate(BaseModel):
     audio: Literal["*", "on", "off"] = "*"
     draft: Literal["*", "yes", "no"] = "*"
     # A plan's own price (what its users are charged); none: what the upstream charges.
-    plan_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    plan_id: PlanId | None = None
     approximate: bool = False
 
     @model_validator(mode="after")
@@ -200,4 +202,4 @@ class UserPlanSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    plan_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None
+    plan_id: PlanId | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
@@ -49,8 +49,23 @@ def _text_only(value: object) -> object:
 
 
 InFlight = Annotated[int, Field(ge=0, le=100_000), BeforeValidator(whole)]
+
+
 # A zoned ISO 8601 text (strict models take no text for datetimes, and no numbers here).
-Instant = Annotated[AwareDatetime, BeforeValidator(_text_only), Field(strict=False)]
+def _in_utc_range(moment: datetime) -> datetime:
+    """A moment is stored in UTC: one that falls outside the years 1-9999 there is refused."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the datetime falls outside the years 1-9999 in UTC") from None
+
+
+Instant = Annotated[
+    AwareDatetime,
+    BeforeValidator(_text_only),
+    AfterValidator(_in_utc_range),
+    Field(strict=False),
+]
 
 
 class LimitOverrides(BaseModel):

@@ -43,6 +43,7 @@ from app.tasks.service import visible_task
 from app.tasks.states import transition
 from app.tasks.validation import CreateRequest
 from app.upstream.client import UpstreamCallFailed, UpstreamTimedOut
+from app.upstream.pool import PoolAccount
 from app.usage.budgets import budgets_for, enforce_budgets
 from app.usage.ledger import reserve_entry
 from app.usage.pricing import Estimate, terms_for
@@ -81,6 +82,9 @@ async def create_task(
         draft = await _draft_for(session, auth=auth, draft_ref=request.draft_task_ref)
         body["content"] = _with_upstream_draft(body["content"], draft)
         draft_id = draft.id
+        routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
+    else:
+        routes = await _routes(resources, model=request.model)
     task = Task(
         id=new_task_id(),
         user_id=auth.user_id,
@@ -97,13 +101,30 @@ async def create_task(
         next_check_at=utcnow() + _submit_grace(resources.settings),
     )
     bind(task_id=task.id)
+    task.account_id = routes[0].id
     await _record(
         session, task=task, request=request, auth=auth, resources=resources
     )  # commits: the connection is free again
     # Shielded: a client that disconnects mid-call must not leave the task half-recorded.
     return await asyncio.shield(
-        _submit(resources=resources, task=task, body=body, request_id=request_id)
+        _submit(resources=resources, task=task, body=body, request_id=request_id, routes=routes)
     )
+
+
+async def _routes(resources: Resources, *, model: str) -> list[PoolAccount]:
+    """The accounts this create may go to, best first; 503 when none takes creates now."""
+
+    async def open_tasks() -> dict[str, int]:
+        return await repository.open_tasks_by_account(resources.autocommit_engine)
+
+    routes = await resources.upstream.routes(model, open_tasks)
+    if not routes:
+        raise ServiceUnavailable(
+            "No upstream account takes creates for this model now; retry later.",
+            code="ServiceUnavailable.NoUpstreamAccount",
+            retry_after=10,
+        )
+    return routes
 
 
 async def _record(
@@ -166,7 +187,12 @@ async def _record(
 
 
 async def _submit(
-    *, resources: Resources, task: Task, body: dict[str, Any], request_id: str
+    *,
+    resources: Resources,
+    task: Task,
+    body: dict[str, Any],
+    request_id: str,
+    routes: list[PoolAccount],
 ) -> dict[str, Any]:
     """Send the create and record its outcome.
 
@@ -177,7 +203,9 @@ async def _submit(
     """
     try:
         try:
-            created = await resources.upstream.create_task(body, request_id=request_id)
+            created = await _send(
+                resources, task=task, body=body, request_id=request_id, routes=routes
+            )
             upstream_id = created.get("id")
             if not isinstance(upstream_id, str) or not upstream_id:
                 raise UpstreamCallFailed(
@@ -200,6 +228,52 @@ async def _submit(
             headers={"x-should-retry": "false"},
         ) from None
     return {**created, "id": task.id}
+
+
+async def _send(
+    resources: Resources,
+    *,
+    task: Task,
+    body: dict[str, Any],
+    request_id: str,
+    routes: list[PoolAccount],
+) -> dict[str, Any]:
+    """Send the create to the first account that takes it. It moves to the next only when the
+    last one certainly did not create it (refused before sending, 429, its key refused); any
+    other outcome is this account's, reconciled there if in doubt."""
+    for index, account in enumerate(routes):
+        last = index == len(routes) - 1
+        if index > 0 and not await _move(resources, task=task, account_id=account.id):
+            break  # recorded as something else meanwhile: nothing more is sent
+        if not last and not await _has_create_room(resources, account):
+            continue
+        forward = {**body, "model": account.row.upstream_model(task.model)}
+        try:
+            return await account.client.create_task(forward, request_id=request_id)
+        except UpstreamRelayed as exc:
+            if last or exc.status() != 429:
+                raise
+        except UpstreamCallFailed as exc:
+            if last or exc.maybe_created:
+                raise
+        logger.warning("task %s: account %s did not take the create; next", task.id, account.id)
+    raise UpstreamCallFailed("No upstream account took the create.", maybe_created=False)
+
+
+async def _has_create_room(resources: Resources, account: PoolAccount) -> bool:
+    """Whether the account's creates per minute (every replica's, with Redis) allow one more."""
+    rate = f"{account.row.creates_per_minute}/minute"
+    return await resources.limiter.allow(rate, "account-creates", account.id)
+
+
+async def _move(resources: Resources, *, task: Task, account_id: str) -> bool:
+    """Point a `submitting` task at another account before its create is sent there."""
+    moved = await repository.move_to_account(
+        resources.autocommit_engine, task_id=task.id, account_id=account_id
+    )
+    if moved:
+        task.account_id = account_id
+    return moved
 
 
 async def _record_created(resources: Resources, *, task: Task, upstream_id: str) -> None:

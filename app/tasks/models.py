@@ -76,6 +76,7 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_status_next_check", "status", "next_check_at"),
         Index("ix_tasks_key_status", "key_id", "status"),
         Index("ix_tasks_reread_due", "status", "reread_at", "updated_at"),
+        Index("ix_tasks_account_status", "account_id", "status"),
         UniqueConstraint("key_id", "idempotency_key", name="uq_tasks_key_idempotency"),
     )
 
@@ -83,6 +84,9 @@ class Task(SQLModel, table=True):
     upstream_id: str | None = Field(default=None, unique=True, max_length=128)
     user_id: str = Field(foreign_key="users.id", max_length=32)
     key_id: str = Field(foreign_key="api_keys.id", max_length=32)
+    # The upstream account it was created on (None: the settings' account): every later call
+    # for it goes there.
+    account_id: str | None = Field(default=None, max_length=32)
     # The browser token it was made with, if any: that token sees only its own tasks.
     token_id: str | None = Field(default=None, max_length=32, index=True)
     model: str = Field(max_length=128)

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import utcnow
 from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
 from app.tasks.states import apply_snapshot, next_check_at, upstream_status
-from app.upstream.client import UpstreamClient
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -47,21 +48,27 @@ class OpenTask:
     upstream_id: str
     status: str
     service_tier: str
+    account_id: str | None
 
 
 async def observe_open_tasks(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
-    upstream: UpstreamClient,
+    upstream: UpstreamPool,
     pace: Callable[[], Awaitable[None]],
 ) -> int:
-    """List the open tasks upstream and store what the list shows; returns how many it showed.
+    """List the open tasks upstream, each on its own account, and store what the lists show;
+    returns how many they showed.
 
-    `pace` is awaited before each list call. A failed call ends the observation: the tasks it
-    would have shown stay due, and the poller retrieves them.
+    `pace` is awaited before each list call. A failed call ends that account's observation: the
+    tasks it would have shown stay due, and the poller retrieves them.
     """
     shown = 0
-    for tier, chunk in _chunks(await _open_tasks(sessionmaker)):
+    failed: set[str | None] = set()
+    for (account_id, tier), chunk in _chunks(await _open_tasks(sessionmaker)):
+        if account_id in failed:
+            continue
+        client = await upstream.client(account_id)
         await pace()
         params: list[tuple[str, str | int]] = [
             ("page_size", len(chunk)),
@@ -69,20 +76,23 @@ async def observe_open_tasks(
             *(("filter.task_ids", task.upstream_id) for task in chunk),
         ]
         try:
-            page = await upstream.list_tasks(params, request_id=new_request_id())
+            page = await client.list_tasks(params, request_id=new_request_id())
         except GatewayError as exc:
             logger.warning(
                 "observing %d open tasks: upstream list failed: %s", len(chunk), exc.code
             )
-            break
+            failed.add(account_id)
+            continue
         shown += await _store(sessionmaker, chunk, page)
     return shown
 
 
 async def _open_tasks(sessionmaker: async_sessionmaker[AsyncSession]) -> list[OpenTask]:
     async with sessionmaker() as session:
-        rows = await session.exec(
-            select(Task.id, Task.upstream_id, Task.status, Task.service_tier)
+        # SQLModel types select() up to four columns; this is SQLAlchemy's, which it runs too.
+        columns = (Task.id, Task.upstream_id, Task.status, Task.service_tier, Task.account_id)
+        rows = await session.exec(  # type: ignore[call-overload]
+            sa_select(*(col(column) for column in columns))
             .where(col(Task.status).in_(OBSERVED_STATUSES), col(Task.upstream_id).is_not(None))
             .order_by(col(Task.refreshed_at).asc().nulls_first())
             .limit(MAX_OBSERVED)
@@ -90,14 +100,18 @@ async def _open_tasks(sessionmaker: async_sessionmaker[AsyncSession]) -> list[Op
         return [OpenTask(*row) for row in rows.all()]
 
 
-def _chunks(tasks: Sequence[OpenTask]) -> Iterator[tuple[str, list[OpenTask]]]:
-    """The tasks in list-call-sized groups of one service tier (the list shows one tier)."""
-    by_tier: dict[str, list[OpenTask]] = {}
+Group = tuple[str | None, str]  # account id, service tier
+
+
+def _chunks(tasks: Sequence[OpenTask]) -> Iterator[tuple[Group, list[OpenTask]]]:
+    """The tasks in list-call-sized groups of one account and one service tier (a list shows
+    one account's tasks of one tier)."""
+    groups: dict[Group, list[OpenTask]] = {}
     for task in tasks:
-        by_tier.setdefault(task.service_tier, []).append(task)
-    for tier, group in by_tier.items():
+        groups.setdefault((task.account_id, task.service_tier), []).append(task)
+    for key, group in groups.items():
         for start in range(0, len(group), IDS_PER_CALL):
-            yield tier, group[start : start + IDS_PER_CALL]
+            yield key, group[start : start + IDS_PER_CALL]
 
 
 async def _store(

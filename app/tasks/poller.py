@@ -40,7 +40,7 @@ from app.tasks.reconcile import reconcile_unknowns
 from app.tasks.render import OutputLinks
 from app.tasks.reread import reread_settled
 from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
-from app.upstream.client import UpstreamClient
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Poller:
 
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    upstream: UpstreamClient
+    upstream: UpstreamPool
     callbacks: httpx.AsyncClient
     config: PollerConfig
     # The gateway's output links for callback payloads (the archive on), else None.
@@ -157,9 +157,24 @@ class Poller:
             self._deliver_callbacks(),
             self._deliver_alerts(),
             self._reread(),
+            self._probe_accounts(pace_list),
         )
         await self._deliver_callbacks()
         return observed + len(task_ids)
+
+    async def _probe_accounts(self, pace_list: Callable[[], Awaitable[None]]) -> None:
+        """A cheap list call to each account out of rotation: back in once it answers."""
+        await self.upstream.refresh()
+        for account in self.upstream.known():
+            if account.row.healthy:
+                continue
+            await pace_list()
+            try:
+                await account.client.list_tasks([("page_size", 1)], request_id=new_request_id())
+            except Exception as exc:
+                logger.info("account %s still out of rotation: %s", account.id, type(exc).__name__)
+                continue
+            await self.upstream.set_health(account.id, healthy=True, detail="answered a probe")
 
     async def _reread(self) -> None:
         if self.config.reread_after_seconds is None:

@@ -33,6 +33,7 @@ from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
 from app.tasks.states import next_check_at, snapshot_values, transition, upstream_status
 from app.upstream.client import UpstreamClient
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +63,28 @@ class ListScan:
 async def reconcile_unknowns(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
-    upstream: UpstreamClient,
+    upstream: UpstreamPool,
     tasks: list[Task],
     pace: Callable[[], Awaitable[None]],
 ) -> None:
     """Adopt the upstream task each unknown create made, or conclude it never landed.
 
-    One scan of the list per model and tier serves every unknown task of it, however many there
-    are; `pace` is awaited before each list call (the account allows about one per second).
+    One scan of the list per account, model and tier serves every unknown task of it, however
+    many there are, on the account the create was sent to (never another); `pace` is awaited
+    before each list call (the account allows about one per second).
     """
-    groups: dict[tuple[str, str], list[Task]] = {}
+    groups: dict[tuple[str | None, str, str], list[Task]] = {}
     for task in tasks:
-        groups.setdefault((task.model, task.service_tier), []).append(task)
-    for (model, tier), group in groups.items():
+        groups.setdefault((task.account_id, task.model, task.service_tier), []).append(task)
+    for (account_id, model, tier), group in groups.items():
         since = min(task.created_at for task in group) - EARLIEST
-        scan = await _scan(upstream, model=model, tier=tier, since=since.timestamp(), pace=pace)
+        scan = await _scan(
+            await upstream.client(account_id),
+            model=upstream.upstream_model(account_id, model),
+            tier=tier,
+            since=since.timestamp(),
+            pace=pace,
+        )
         for task in group:
             async with sessionmaker() as session:
                 fresh = await session.get(Task, task.id)

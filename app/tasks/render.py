@@ -47,8 +47,8 @@ class OutputLinks:
 
 
 def public_view(task: Task | TaskRecord, links: OutputLinks | None = None) -> dict[str, Any]:
-    """The upstream's task object with the gateway id (and the gateway's output links, when
-    given); a minimal one before the first refresh."""
+    """The upstream's task object with the gateway's id and model name (and the gateway's
+    output links, when given); a minimal one before the first refresh."""
     if task.snapshot:
         view = dict(task.snapshot)
     else:
@@ -60,6 +60,7 @@ def public_view(task: Task | TaskRecord, links: OutputLinks | None = None) -> di
             "execution_expires_after": task.execution_expires_after,
         }
     view["id"] = task.id
+    view["model"] = task.model  # as the client named it (an account may know it by another)
     view["status"] = task.status
     if links is not None and isinstance(view.get("content"), dict):
         view["content"] = links.rewrite(task.id, view["content"])

@@ -323,3 +323,37 @@ _PAGES = MappingProxyType(
     }
 )
 _COUNTS = MappingProxyType({shape: _filtered(select(func.count()), shape) for shape in _SHAPES})
+
+
+_OPEN_BY_ACCOUNT = (
+    select(TASKS.c.account_id, func.count())
+    .where(status_in(OPEN_STATUSES))
+    .group_by(TASKS.c.account_id)
+)
+
+
+async def open_tasks_by_account(engine: AsyncEngine) -> dict[str, int]:
+    """Open tasks per upstream account (the settings' account under `default`)."""
+    async with engine.connect() as connection:
+        rows = (await connection.execute(_OPEN_BY_ACCOUNT)).all()
+    counts: dict[str, int] = {}
+    for account_id, count in rows:
+        key = account_id or "default"
+        counts[key] = counts.get(key, 0) + int(count)
+    return counts
+
+
+_MOVE_TO_ACCOUNT = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("task_id"), TASKS.c.status == TaskStatus.SUBMITTING)
+    .values(account_id=bindparam("to_account"))
+)
+
+
+async def move_to_account(engine: AsyncEngine, *, task_id: str, account_id: str) -> bool:
+    """Point a task still `submitting` at another account; False if it moved on."""
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            _MOVE_TO_ACCOUNT, {"task_id": task_id, "to_account": account_id}
+        )
+    return bool(result.rowcount == 1)

@@ -21,6 +21,7 @@ from app.db import utcnow
 from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
 from app.upstream.client import UpstreamClient
+from app.upstream.pool import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 async def reread_settled(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
-    upstream: UpstreamClient,
+    upstream: UpstreamPool,
     pace: Callable[[], Awaitable[None]],
     after: timedelta,
     batch: int,
@@ -37,7 +38,7 @@ async def reread_settled(
     returns how many were."""
     async with sessionmaker() as session:
         due = await session.exec(
-            select(Task.id, Task.upstream_id)
+            select(Task.id, Task.upstream_id, Task.account_id)
             .where(
                 Task.status == TaskStatus.SUCCEEDED,
                 col(Task.reread_at).is_(None),
@@ -48,9 +49,9 @@ async def reread_settled(
             .limit(batch)
         )
         tasks = list(due.all())
-    for task_id, upstream_id in tasks:
+    for task_id, upstream_id, account_id in tasks:
         await pace()
-        tokens = await _usage_now(upstream, str(upstream_id))
+        tokens = await _usage_now(await upstream.client(account_id), str(upstream_id))
         async with sessionmaker() as session:
             await session.exec(
                 update(Task)

@@ -209,7 +209,8 @@ async def _cancel_queued(
 ) -> None:
     assert task.upstream_id is not None  # queued tasks always have one
     await release_connection(session)
-    await resources.upstream.delete_task(task.upstream_id, request_id=request_id)
+    client = await resources.upstream.client(task.account_id)
+    await client.delete_task(task.upstream_id, request_id=request_id)
     cancelled = {
         **(task.snapshot or public_view(task)),
         "id": task.upstream_id,

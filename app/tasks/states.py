@@ -19,7 +19,7 @@ from app.db import release_connection, utcnow
 from app.errors import GatewayError, UpstreamRelayed
 from app.tasks.callbacks import queue_callback
 from app.tasks.models import OPEN_STATUSES, Task, TaskArchive, TaskEvent, TaskStatus
-from app.upstream.client import UpstreamClient
+from app.upstream.pool import UpstreamPool
 from app.usage.ledger import record_outcome
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ async def expire_open_tasks(session: AsyncSession, *, error_code: str) -> int:
 async def refresh_task(
     *,
     sessionmaker: async_sessionmaker[AsyncSession],
-    upstream: UpstreamClient,
+    upstream: UpstreamPool,
     task_id: str,
     request_id: str,
     confirm: bool = False,
@@ -151,8 +151,9 @@ async def refresh_task(
         if task is None or task.upstream_id is None or TaskStatus(task.status).is_terminal:
             return "skipped"
         await release_connection(session)  # no pooled connection waits on the upstream
+        client = await upstream.client(task.account_id)  # the account that created it
         try:
-            snapshot = await upstream.get_task(task.upstream_id, request_id=request_id)
+            snapshot = await client.get_task(task.upstream_id, request_id=request_id)
         except UpstreamRelayed as exc:
             logger.warning(
                 "task %s: upstream retrieve refused: HTTP %s %s", task.id, exc.status(), exc.code

@@ -77,6 +77,10 @@ class UpstreamClient:
         # Told when the upstream refuses the master key (it raises an alert).
         self._on_key_refused = on_key_refused
 
+    async def aclose(self) -> None:
+        """Close its connections."""
+        await self._http.aclose()
+
     async def create_task(self, body: dict[str, Any], *, request_id: str) -> dict[str, Any]:
         """POST a create; returns the upstream body (`{"id": ...}`)."""
         return await self._call(

@@ -51,6 +51,7 @@ def test_every_operation_survives_schemathesis(stack: Stack, tmp_path: Path) -> 
         GATEWAY_MAX_TASKS_IN_FLIGHT_PER_USER="100000",
         GATEWAY_MAX_TASKS_IN_FLIGHT_GLOBAL="100000",
         GATEWAY_UPSTREAM_TIMEOUT_SECONDS="3",
+        GATEWAY_ACCOUNT_KEYS_SECRET="fuzz-accounts-secret",
     )
     operations = {
         f"{method.upper()} {path}"
