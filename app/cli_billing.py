@@ -82,7 +82,9 @@ def add_commands(commands: Any, with_session: Any) -> None:
     usage_actions = usage.add_subparsers(required=True, metavar="ACTION")
     report = usage_actions.add_parser("report", help="tasks, tokens and cost per group")
     report.add_argument(
-        "--by", default="user", choices=["user", "key", "model", "day", "task", "price"]
+        "--by",
+        default="user",
+        choices=["user", "key", "model", "day", "task", "price", "account"],
     )
     report.add_argument("--since", type=_utc, default=None, help="ISO date or time (UTC)")
     report.add_argument("--until", type=_utc, default=None)

@@ -110,6 +110,11 @@ async def test_creates_spread_by_weight_and_every_later_call_stays_on_its_accoun
     upstream_id = (await detail(gateway, task_id, admin_headers))["upstream_id"]
     assert sims.state("c").find(upstream_id).body["model"] == "doubao-seedance-2-0-260128"
     assert (await client.get(f"{TASKS}/{task_id}")).json()["model"] == V20
+    report = await gateway.client.get(
+        "/admin/v1/usage", params={"group_by": "account"}, headers=admin_headers
+    )
+    tasks = {row["group"]: row["tasks"] for row in report.json()["rows"]}
+    assert tasks == {"default": 3, "b": 6, "c": 1}
 
 
 async def test_a_full_account_hands_the_create_on_and_a_draining_one_takes_none(

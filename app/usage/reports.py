@@ -34,7 +34,7 @@ from app.usage.models import MICROS
 from app.usage.prices import list_prices_by_id, price_label
 from app.usage.rollup import DailySpend
 
-GroupBy = Literal["user", "key", "model", "day", "task", "price"]
+GroupBy = Literal["user", "key", "model", "day", "task", "price", "account"]
 
 
 def parse_instant(value: str | None, *, param: str) -> datetime | None:
@@ -117,6 +117,8 @@ def _group_column(group_by: GroupBy, dialect: str) -> Any:
         return col(RESERVE.task_id)
     if group_by == "price":
         return func.coalesce(cast(col(RESERVE.price_id), String), "none")
+    if group_by == "account":  # the upstream account the task ran on
+        return func.coalesce(col(Task.account_id), "default")
     if dialect == "sqlite":  # stored as naive UTC text
         return func.strftime("%Y-%m-%d", col(RESERVE.created_at))
     return func.to_char(func.timezone("UTC", col(RESERVE.created_at)), "YYYY-MM-DD")
@@ -155,6 +157,8 @@ async def usage_report(
         .group_by(group, col(RESERVE.currency), col(RESERVE.charge_currency))
         .order_by(group)
     )
+    if group_by == "account":
+        query = query.join(Task, col(Task.id) == col(RESERVE.task_id))
     if start is not None:
         query = query.where(col(RESERVE.created_at) >= start)
     if end is not None:

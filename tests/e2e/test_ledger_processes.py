@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import MASTER_KEY
 from tests.e2e.conftest import Stack
 from tests.e2e.processes import ROOT
+from tests.scratch_db import scratch_postgres
 
 pytestmark = pytest.mark.e2e
 TASKS = "/api/v3/contents/generations/tasks"
@@ -63,6 +65,18 @@ async def hundred_retrieves_over_two_processes(stack: Stack) -> None:
 
 
 async def test_killed_gateway_tasks_are_settled_by_a_fresh_worker(stack: Stack) -> None:
+    # A database of its own: the module's other gateways run pollers that would settle the
+    # tasks first (and the worker would be stopped before it had started).
+    async with scratch_postgres(f"sgw_e2e_crash_{os.getpid()}") as database_url:
+        alone = Stack(simulator=stack.simulator, database_url=database_url, tmp=stack.tmp)
+        try:
+            await _worker_settles_a_killed_gateway_s_tasks(alone)
+        finally:
+            for process in alone.gateways:
+                process.stop()
+
+
+async def _worker_settles_a_killed_gateway_s_tasks(stack: Stack) -> None:
     doomed = stack.start_gateway(GATEWAY_POLLER_ENABLED="false")
     headers = {"Authorization": f"Bearer {stack.new_key(doomed, 'crash')}"}
     ids = [
