@@ -80,11 +80,12 @@ async def open_resources(
             await session.commit()
 
     async def account_refused(account_id: str) -> None:
-        if account_id == DEFAULT_ACCOUNT:
-            await master_key_refused()
-        if await pool.set_health(
+        changed = await pool.set_health(
             account_id, healthy=False, detail="the upstream refused its master key"
-        ):
+        )
+        if account_id == DEFAULT_ACCOUNT:
+            await master_key_refused()  # its own alert, at most hourly
+        elif changed:
             async with sessionmaker() as session:
                 await raise_alert(
                     session,

@@ -39,6 +39,7 @@ from app.logs import bind
 from app.resources import Resources
 from app.tasks import repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
+from app.tasks.routing import account_routes, send_create
 from app.tasks.service import visible_task
 from app.tasks.states import transition
 from app.tasks.validation import CreateRequest
@@ -84,7 +85,7 @@ async def create_task(
         draft_id = draft.id
         routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
     else:
-        routes = await _routes(resources, model=request.model)
+        routes = await account_routes(resources, model=request.model)
     task = Task(
         id=new_task_id(),
         user_id=auth.user_id,
@@ -109,22 +110,6 @@ async def create_task(
     return await asyncio.shield(
         _submit(resources=resources, task=task, body=body, request_id=request_id, routes=routes)
     )
-
-
-async def _routes(resources: Resources, *, model: str) -> list[PoolAccount]:
-    """The accounts this create may go to, best first; 503 when none takes creates now."""
-
-    async def open_tasks() -> dict[str, int]:
-        return await repository.open_tasks_by_account(resources.autocommit_engine)
-
-    routes = await resources.upstream.routes(model, open_tasks)
-    if not routes:
-        raise ServiceUnavailable(
-            "No upstream account takes creates for this model now; retry later.",
-            code="ServiceUnavailable.NoUpstreamAccount",
-            retry_after=10,
-        )
-    return routes
 
 
 async def _record(
@@ -203,7 +188,7 @@ async def _submit(
     """
     try:
         try:
-            created = await _send(
+            created = await send_create(
                 resources, task=task, body=body, request_id=request_id, routes=routes
             )
             upstream_id = created.get("id")
@@ -228,52 +213,6 @@ async def _submit(
             headers={"x-should-retry": "false"},
         ) from None
     return {**created, "id": task.id}
-
-
-async def _send(
-    resources: Resources,
-    *,
-    task: Task,
-    body: dict[str, Any],
-    request_id: str,
-    routes: list[PoolAccount],
-) -> dict[str, Any]:
-    """Send the create to the first account that takes it. It moves to the next only when the
-    last one certainly did not create it (refused before sending, 429, its key refused); any
-    other outcome is this account's, reconciled there if in doubt."""
-    for index, account in enumerate(routes):
-        last = index == len(routes) - 1
-        if index > 0 and not await _move(resources, task=task, account_id=account.id):
-            break  # recorded as something else meanwhile: nothing more is sent
-        if not last and not await _has_create_room(resources, account):
-            continue
-        forward = {**body, "model": account.row.upstream_model(task.model)}
-        try:
-            return await account.client.create_task(forward, request_id=request_id)
-        except UpstreamRelayed as exc:
-            if last or exc.status() != 429:
-                raise
-        except UpstreamCallFailed as exc:
-            if last or exc.maybe_created:
-                raise
-        logger.warning("task %s: account %s did not take the create; next", task.id, account.id)
-    raise UpstreamCallFailed("No upstream account took the create.", maybe_created=False)
-
-
-async def _has_create_room(resources: Resources, account: PoolAccount) -> bool:
-    """Whether the account's creates per minute (every replica's, with Redis) allow one more."""
-    rate = f"{account.row.creates_per_minute}/minute"
-    return await resources.limiter.allow(rate, "account-creates", account.id)
-
-
-async def _move(resources: Resources, *, task: Task, account_id: str) -> bool:
-    """Point a `submitting` task at another account before its create is sent there."""
-    moved = await repository.move_to_account(
-        resources.autocommit_engine, task_id=task.id, account_id=account_id
-    )
-    if moved:
-        task.account_id = account_id
-    return moved
 
 
 async def _record_created(resources: Resources, *, task: Task, upstream_id: str) -> None:
