@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -193,7 +192,3 @@ class UpstreamPool:
         """Close the clients the pool made (the default one belongs to the lifespan)."""
         for client in self._made:
             await client.aclose()
-
-    def describe(self) -> list[dict[str, Any]]:
-        """The accounts for admins (never a key)."""
-        return [account.row.public() for account in self.accounts.values()]
