@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import httpx
 from fastapi import APIRouter, Depends
 from pydantic import (
     AfterValidator,
@@ -58,11 +59,24 @@ MasterKey = Annotated[
 ]
 
 
+def _usable_url(value: str) -> str:
+    """A base URL an HTTP client can use: http(s), a host, a valid port."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"not a usable URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("an http or https URL with a host")
+    return value
+
+
 class AccountCreate(AccountLimits):
     """A new account: its id, base URL and master key."""
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
-    base_url: Annotated[str, Field(max_length=512, pattern=r"^https?://[!-~]+$")]
+    base_url: Annotated[
+        str, Field(max_length=512, pattern=r"^https?://[!-~]+$"), AfterValidator(_usable_url)
+    ]
     api_key: MasterKey
 
 

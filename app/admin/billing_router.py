@@ -26,7 +26,9 @@ router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(req
 
 @router.get("/prices")
 async def list_prices(
-    session: AdminSessionDep, model: str | None = None, plan_id: int | None = None
+    session: AdminSessionDep,
+    model: Annotated[str | None, Query(max_length=128)] = None,
+    plan_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> list[PricePublic]:
     """Every cost price (or with `plan_id`, the plan's own), history included, newest first
     per model, tier and dimensions."""
