@@ -65,11 +65,20 @@ def test_every_worker_logs_alike_and_redacts_secrets(stack: Stack) -> None:
     assert ADMIN_TOKEN not in log and all("probe=*** " in line for line in access)
 
 
+def wait_for_workers(gateway: Process, count: int) -> None:
+    """Until `count` worker processes have started (the first answers before the others)."""
+    deadline = time.monotonic() + 30
+    while gateway.log.read_text().count("Application startup complete") < count:
+        assert time.monotonic() < deadline, "the workers did not all start"
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_every_line_about_a_request_says_which_in_both_formats(
     stack: Stack, log_format: str
 ) -> None:
     gateway = stack.start_gateway("--workers", "2", GATEWAY_LOG_FORMAT=log_format)
+    wait_for_workers(gateway, 2)  # both must be up to share the connections below
     key = stack.new_key(gateway, f"logged-{log_format}")
     bearer = {"Authorization": f"Bearer {key}", "Connection": "close"}
     answers = []
@@ -116,10 +125,7 @@ def test_every_line_about_a_request_says_which_in_both_formats(
 
 def test_metrics_add_up_every_workers_requests(stack: Stack) -> None:
     gateway = stack.start_gateway("--workers", "2")
-    for _ in range(100):
-        if gateway.log.read_text().count("Application startup complete") == 2:
-            break
-        time.sleep(0.1)
+    wait_for_workers(gateway, 2)
     usage = "/gateway/v1/usage"
     with httpx.Client(base_url=gateway.url) as client:
         for _ in range(30):  # new connections, so both workers answer some
