@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -28,7 +28,7 @@ from app.ttl_cache import TtlCache
 from app.upstream.accounts import DEFAULT_ACCOUNT, KeyBox, ensure_default
 from app.upstream.client import UpstreamClient, create_http_client
 from app.upstream.content import create_content_client
-from app.upstream.pool import UpstreamPool
+from app.upstream.pool import OutcomeHook, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -79,25 +79,23 @@ async def open_resources(
             )
             await session.commit()
 
-    async def account_refused(account_id: str) -> None:
-        changed = await pool.set_health(
-            account_id, healthy=False, detail="the upstream refused its master key"
-        )
-        if account_id == DEFAULT_ACCOUNT:
+    async def account_unhealthy(account_id: str, why: str) -> None:
+        if account_id == DEFAULT_ACCOUNT and why == "refused":
             await master_key_refused()  # its own alert, at most hourly
-        elif changed:
-            async with sessionmaker() as session:
-                await raise_alert(
-                    session,
-                    dedupe=f"account:{account_id}:{utcnow():%Y-%m-%dT%H:%M}",
-                    kind="account",
-                    message=f"Upstream account {account_id} refused its master key: out of "
-                    "rotation until it answers again.",
-                )
-                await session.commit()
+            return
+        cause = "refused its master key" if why == "refused" else "keeps failing"
+        async with sessionmaker() as session:
+            await raise_alert(
+                session,
+                dedupe=f"account:{account_id}:{utcnow():%Y-%m-%dT%H:%M}",
+                kind="account",
+                message=f"Upstream account {account_id} {cause}: out of rotation until it "
+                "answers again.",
+            )
+            await session.commit()
 
     def account_client(
-        base_url: str, api_key: str, refused: Callable[[], Awaitable[None]]
+        account_id: str, base_url: str, api_key: str, on_outcome: OutcomeHook
     ) -> UpstreamClient:
         http = create_http_client(
             base_url=base_url,
@@ -107,16 +105,16 @@ async def open_resources(
             max_connections=settings.upstream_max_connections,
             transport=upstream_transport,
         )
-        return UpstreamClient(http, metrics, on_key_refused=refused)
+        return UpstreamClient(http, metrics, on_outcome=on_outcome, account_id=account_id)
 
     pool = UpstreamPool(
         default=UpstreamClient(
-            http, metrics, on_key_refused=lambda: account_refused(DEFAULT_ACCOUNT)
+            http, metrics, on_outcome=lambda outcome: pool.report(DEFAULT_ACCOUNT, outcome)
         ),
         sessionmaker=sessionmaker,
         make_client=account_client,
         box=KeyBox(settings.account_keys_secret_value()),
-        on_refused=account_refused,
+        on_unhealthy=account_unhealthy,
     )
     with contextlib.suppress(Exception):  # a database not migrated yet: the pool waits for it
         async with sessionmaker() as session:

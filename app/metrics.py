@@ -60,7 +60,10 @@ class Metrics:
             "sgw_limit_refusals", "Requests refused by a limit or budget", ["code"], registry=r
         )
         self.upstream_calls = Counter(
-            "sgw_upstream_calls", "Calls to the upstream's task API", ["call", "status"], registry=r
+            "sgw_upstream_calls",
+            "Calls to the upstream's task API",
+            ["account", "call", "status"],
+            registry=r,
         )
         self.tasks_finished = Counter(
             "sgw_tasks_finished", "Tasks that reached a final state", ["status"], registry=r

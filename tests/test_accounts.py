@@ -191,3 +191,32 @@ async def test_master_keys_are_stored_encrypted_and_never_shown(
         json={"id": "b", "base_url": "http://b.test/api/v3", "api_key": KEY_B},
     )
     assert missing.status_code == 409
+
+
+async def test_an_account_that_keeps_failing_leaves_rotation_with_an_alert_and_returns(
+    make_gateway, sims: Sims, admin_headers
+) -> None:
+    gateway = await pool_gateway(make_gateway, sims, admin_headers)
+    client = await gateway.user_client("alice")
+    await gateway.client.patch(  # a is a standby: b takes every create while in rotation
+        "/admin/v1/accounts/default", headers=admin_headers, json={"weight": 0}
+    )
+    await gateway.app.state.resources.upstream.refresh(force=True)
+    sims.config["b"].create_error_rate = 1.0  # 500s: each create may have landed, none moves
+    answers = [(await client.post(TASKS, json=body(f"fox {i}"))).status_code for i in range(7)]
+    # Five 502s in a row on b (none moved: each may have landed), then b is out and the
+    # standby takes the creates.
+    assert answers == [502] * 5 + [200] * 2
+    assert sims.state("b").calls["create"] == 5
+    listed = (await gateway.client.get("/admin/v1/accounts", headers=admin_headers)).json()
+    b = next(account for account in listed if account["id"] == "b")
+    assert b["healthy"] is False and "5 calls in a row failed" in b["health_detail"]
+    alerts = [row for row in (await database_rows(gateway.app))["alerts"] if row[2] == "account"]
+    assert len(alerts) == 1 and "b keeps failing" in alerts[0][3]
+
+    sims.config["b"].create_error_rate = 0.0
+    await poller_for(gateway.app.state.resources).run_once()  # its probe: a list call answers
+    await gateway.app.state.resources.upstream.refresh(force=True)
+    before = sims.state("b").calls["create"]
+    assert (await client.post(TASKS, json=body("back"))).status_code == 200
+    assert sims.state("b").calls["create"] == before + 1

@@ -32,6 +32,11 @@ class AccountLimits(BaseModel):
     creates_per_minute: Annotated[int, Field(ge=1, le=100_000), BeforeValidator(whole)] | None = (
         None
     )
+    retrieves_per_second: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(whole)] | None = (
+        None
+    )
+    lists_per_second: Annotated[int, Field(ge=1, le=1_000), BeforeValidator(whole)] | None = None
+    running_per_model: Annotated[int, Field(ge=1, le=10_000), BeforeValidator(whole)] | None = None
     # Gateway model id → the account's name for it; null: every model under its own id.
     models: ModelMap | None = None
 

@@ -95,7 +95,7 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
             return _error(400, "InvalidParameter", "The request body is not valid JSON.")
         if not isinstance(body, dict):
             return _error(400, "InvalidParameter", "The request body must be an object.")
-        spec = supported_model(body.get("model"))
+        spec = supported_model(body.get("model")) if state.serves(body.get("model")) else None
         if spec is None:
             return _error(
                 404,
@@ -124,7 +124,16 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
                 "The service encountered an unexpected internal error.",
                 kind="InternalServerError",
             )
+        if state.over_rpm(time.monotonic()):
+            return _error(
+                429,
+                "RateLimitExceeded.EndpointRPMExceeded",
+                "The Requests Per Minute (RPM) limit of the associated endpoint is exceeded.",
+                kind="TooManyRequests",
+                headers={"Retry-After": "5"},
+            )
         if state.open_tasks(now()) >= config.max_queued:
+            state.count("create_quota_refused")
             return _error(
                 429, "QuotaExceeded", "The request has exceeded the quota.", kind="TooManyRequests"
             )

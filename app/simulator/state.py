@@ -47,6 +47,10 @@ class SimConfig:
     # from [1 - jitter, 1 + jitter]: real tasks do not all move at the same moment.
     timing_jitter: float = 0.0
     max_queued: int = 120  # the account's queue limit: beyond it, 429 QuotaExceeded
+    # The account's creates per minute (0: none): beyond it in any 60 s, 429.
+    creates_per_minute: int = 0
+    # The models the account serves, by its own names, comma-separated ("": every known one).
+    models: str = ""
     # The account's non-inference QPS (BytePlus): beyond it in any second, 429.
     get_qps: int = 20
     list_qps: int = 1
@@ -142,6 +146,27 @@ class SimulatorState:
         self.recent[call] = [*window, now]
         self.peak_per_second[call] = max(self.peak_per_second[call], len(window) + 1)
         return False
+
+    def over_rpm(self, now: float) -> bool:
+        """Whether a create exceeds the account's creates per minute (counted under
+        `create_rpm_refused` when it does)."""
+        limit = self.config.creates_per_minute
+        if not limit:
+            return False
+        window = [at for at in self.recent.get("create_rpm", []) if at > now - 60.0]
+        if len(window) >= limit:
+            self.recent["create_rpm"] = window
+            self.calls["create_rpm_refused"] += 1
+            return True
+        self.recent["create_rpm"] = [*window, now]
+        peak = self.peak_per_second
+        peak["create_per_minute"] = max(peak["create_per_minute"], len(window) + 1)
+        return False
+
+    def serves(self, model: object) -> bool:
+        """Whether the account has access to the model (by its name for it)."""
+        served = {name.strip() for name in self.config.models.split(",") if name.strip()}
+        return not served or model in served
 
     def open_tasks(self, now: float) -> int:
         """Tasks queued or running now (what the account's concurrency and queue limits see).

@@ -12,7 +12,7 @@ usage, a list call that failed) is left due for a retrieve.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,7 @@ from app.db import utcnow
 from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
 from app.tasks.states import apply_snapshot, next_check_at, upstream_status
-from app.upstream.pool import UpstreamPool
+from app.upstream.pool import AccountPace, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +55,13 @@ async def observe_open_tasks(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
     upstream: UpstreamPool,
-    pace: Callable[[], Awaitable[None]],
+    pace: AccountPace,
 ) -> int:
     """List the open tasks upstream, each on its own account, and store what the lists show;
     returns how many they showed.
 
-    `pace` is awaited before each list call. A failed call ends that account's observation: the
-    tasks it would have shown stay due, and the poller retrieves them.
+    `pace` is awaited before each list call on an account. A failed call ends that account's
+    observation: the tasks it would have shown stay due, and the poller retrieves them.
     """
     shown = 0
     failed: set[str | None] = set()
@@ -69,7 +69,7 @@ async def observe_open_tasks(
         if account_id in failed:
             continue
         client = await upstream.client(account_id)
-        await pace()
+        await pace(account_id)
         params: list[tuple[str, str | int]] = [
             ("page_size", len(chunk)),
             ("filter.service_tier", tier),

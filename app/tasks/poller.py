@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -32,7 +31,7 @@ from app.alerts import deliver_alerts
 from app.db import exclusive_turn, utcnow
 from app.errors import new_request_id
 from app.metrics import Metrics
-from app.pacing import Pacer
+from app.pacing import Pacers
 from app.tasks.callbacks import deliver_due
 from app.tasks.models import OPEN_STATUSES, Task, TaskEvent, TaskStatus
 from app.tasks.observe import observe_open_tasks
@@ -40,16 +39,13 @@ from app.tasks.reconcile import reconcile_unknowns
 from app.tasks.render import OutputLinks
 from app.tasks.reread import reread_settled
 from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
-from app.upstream.pool import UpstreamPool
+from app.upstream.accounts import DEFAULT_ACCOUNT
+from app.upstream.pool import AccountPace, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
 # Key of the PostgreSQL advisory lock that lets one replica's poller cycle run at a time.
 POLLER_TURN_LOCK = 0x5365_6570  # "Seep"
-
-# The account allows 1 list call a second; calls spaced by exactly 1 s arrive closer than that
-# now and then (network jitter), so keep a margin, as 18 of the 20 retrieves do.
-LIST_CALLS_PER_SECOND = 0.8
 
 # The upstream expires tasks itself; this much later, a task it no longer reports is expired here.
 EXPIRY_GRACE = timedelta(minutes=10)
@@ -81,12 +77,19 @@ class Poller:
     links: OutputLinks | None = None
     metrics: Metrics | None = None
     alert_webhook_url: str | None = None
-    pacer: Pacer = field(init=False)
-    list_pacer: Pacer = field(init=False)
+    # Each account's retrieves and list calls, at that account's own rates.
+    pacers: Pacers = field(init=False)
+    list_pacers: Pacers = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pacer = Pacer(self.config.upstream_qps)
-        self.list_pacer = Pacer(LIST_CALLS_PER_SECOND)
+        self.pacers = Pacers(
+            lambda account: self.upstream.poll_rate(account, self.config.upstream_qps)
+        )
+        self.list_pacers = Pacers(self.upstream.list_rate)
+
+    async def pace(self, account_id: str | None) -> None:
+        """Wait for a retrieve slot on the account."""
+        await self.pacers.wait(account_id or DEFAULT_ACCOUNT)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until `stop` is set; a failed cycle is logged and the next one runs."""
@@ -114,21 +117,22 @@ class Poller:
             if not turn.held:
                 return 0
             # The last holder may have died just after a list call, before its gap ran out.
-            self.list_pacer.hold_off(await turn.seconds_until_free())
+            self.list_pacers.hold_off(await turn.seconds_until_free())
 
-            async def pace_list() -> None:
-                await self.list_pacer.wait()
-                await turn.book(1.0 / LIST_CALLS_PER_SECOND)
+            async def pace_list(account_id: str | None) -> None:
+                account = account_id or DEFAULT_ACCOUNT
+                await self.list_pacers.wait(account)
+                await turn.book(1.0 / self.upstream.list_rate(account))
 
             started = time.monotonic()
             checked = await self._cycle(pace_list)
             if self.metrics is not None:
                 self.metrics.poller_cycle.observe(time.monotonic() - started)
             # Keep the turn until the budget's next slot, so the next replica cannot burst.
-            await asyncio.gather(self.pacer.drain(), self.list_pacer.drain())
+            await asyncio.gather(self.pacers.drain(), self.list_pacers.drain())
             return checked
 
-    async def _cycle(self, pace_list: Callable[[], Awaitable[None]]) -> int:
+    async def _cycle(self, pace_list: AccountPace) -> int:
         observed = await self._observe(pace_list)
         task_ids = await self._claim()
         slots = asyncio.Semaphore(self.config.concurrency)
@@ -162,13 +166,13 @@ class Poller:
         await self._deliver_callbacks()
         return observed + len(task_ids)
 
-    async def _probe_accounts(self, pace_list: Callable[[], Awaitable[None]]) -> None:
+    async def _probe_accounts(self, pace_list: AccountPace) -> None:
         """A cheap list call to each account out of rotation: back in once it answers."""
         await self.upstream.refresh()
         for account in self.upstream.known():
             if account.row.healthy:
                 continue
-            await pace_list()
+            await pace_list(account.id)
             try:
                 await account.client.list_tasks([("page_size", 1)], request_id=new_request_id())
             except Exception as exc:
@@ -183,7 +187,7 @@ class Poller:
             await reread_settled(
                 self.sessionmaker,
                 upstream=self.upstream,
-                pace=self.pacer.wait,
+                pace=self.pace,
                 after=timedelta(seconds=self.config.reread_after_seconds),
                 batch=self.config.batch_size,
             )
@@ -208,7 +212,7 @@ class Poller:
             counter=self.metrics.callbacks if self.metrics is not None else None,
         )
 
-    async def _observe(self, pace_list: Callable[[], Awaitable[None]]) -> int:
+    async def _observe(self, pace_list: AccountPace) -> int:
         try:
             return await observe_open_tasks(
                 self.sessionmaker, upstream=self.upstream, pace=pace_list
@@ -217,9 +221,7 @@ class Poller:
             logger.exception("poller: observing the open tasks failed")
             return 0
 
-    async def _reconcile(
-        self, unknown: list[Task], pace_list: Callable[[], Awaitable[None]]
-    ) -> None:
+    async def _reconcile(self, unknown: list[Task], pace_list: AccountPace) -> None:
         if not unknown:
             return
         try:
@@ -271,12 +273,12 @@ class Poller:
             return None
 
     async def _refresh(self, task_id: str) -> None:
-        await self.pacer.wait()
         outcome = await refresh_task(
             sessionmaker=self.sessionmaker,
             upstream=self.upstream,
             task_id=task_id,
             request_id=new_request_id(),
+            pace=self.pace,
         )
         if outcome in ("failed", "missing"):
             await self._after_failed_refresh(task_id, missing=outcome == "missing")

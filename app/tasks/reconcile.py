@@ -16,6 +16,7 @@ one task.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
 from app.tasks.states import next_check_at, snapshot_values, transition, upstream_status
 from app.upstream.client import UpstreamClient
-from app.upstream.pool import UpstreamPool
+from app.upstream.pool import AccountPace, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,13 @@ async def reconcile_unknowns(
     *,
     upstream: UpstreamPool,
     tasks: list[Task],
-    pace: Callable[[], Awaitable[None]],
+    pace: AccountPace,
 ) -> None:
     """Adopt the upstream task each unknown create made, or conclude it never landed.
 
     One scan of the list per account, model and tier serves every unknown task of it, however
     many there are, on the account the create was sent to (never another); `pace` is awaited
-    before each list call (the account allows about one per second).
+    before each list call on the account.
     """
     groups: dict[tuple[str | None, str, str], list[Task]] = {}
     for task in tasks:
@@ -83,7 +84,7 @@ async def reconcile_unknowns(
             model=upstream.upstream_model(account_id, model),
             tier=tier,
             since=since.timestamp(),
-            pace=pace,
+            pace=functools.partial(pace, account_id),
         )
         for task in group:
             async with sessionmaker() as session:

@@ -61,6 +61,7 @@ _RECORD_COLUMNS = (
     TASKS.c.created_at,
     TASKS.c.updated_at,
     TASKS.c.refreshed_at,
+    TASKS.c.account_id,
 )
 # A browser token sees only the tasks made with it; a key, every task of its user.
 _TOKEN_SCOPE = or_(
@@ -137,6 +138,7 @@ class TaskRecord:
     created_at: datetime
     updated_at: datetime
     refreshed_at: datetime | None
+    account_id: str | None  # the upstream account it lives on (None: `default`)
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
@@ -326,19 +328,19 @@ _COUNTS = MappingProxyType({shape: _filtered(select(func.count()), shape) for sh
 
 
 _OPEN_BY_ACCOUNT = (
-    select(TASKS.c.account_id, func.count())
+    select(TASKS.c.account_id, TASKS.c.model, func.count())
     .where(status_in(OPEN_STATUSES))
-    .group_by(TASKS.c.account_id)
+    .group_by(TASKS.c.account_id, TASKS.c.model)
 )
 
 
-async def open_tasks_by_account(engine: AsyncEngine) -> dict[str, int]:
-    """Open tasks per upstream account (the settings' account under `default`)."""
+async def open_tasks_by_account(engine: AsyncEngine) -> dict[tuple[str, str], int]:
+    """Open tasks per upstream account and model (the settings' account under `default`)."""
     async with engine.connect() as connection:
         rows = (await connection.execute(_OPEN_BY_ACCOUNT)).all()
-    counts: dict[str, int] = {}
-    for account_id, count in rows:
-        key = account_id or "default"
+    counts: dict[tuple[str, str], int] = {}
+    for account_id, model, count in rows:
+        key = (account_id or "default", model)
         counts[key] = counts.get(key, 0) + int(count)
     return counts
 

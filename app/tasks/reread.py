@@ -8,7 +8,6 @@ flagged there (the ledger is never rewritten). Reads share the poller's retrieve
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from app.db import utcnow
 from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
 from app.upstream.client import UpstreamClient
-from app.upstream.pool import UpstreamPool
+from app.upstream.pool import AccountPace, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ async def reread_settled(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
     upstream: UpstreamPool,
-    pace: Callable[[], Awaitable[None]],
+    pace: AccountPace,
     after: timedelta,
     batch: int,
 ) -> int:
@@ -50,7 +49,7 @@ async def reread_settled(
         )
         tasks = list(due.all())
     for task_id, upstream_id, account_id in tasks:
-        await pace()
+        await pace(account_id)
         tokens = await _usage_now(await upstream.client(account_id), str(upstream_id))
         async with sessionmaker() as session:
             await session.exec(

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 async def account_routes(resources: Resources, *, model: str) -> list[PoolAccount]:
     """The accounts this create may go to, best first; 503 when none takes creates now."""
 
-    async def open_tasks() -> dict[str, int]:
+    async def open_tasks() -> dict[tuple[str, str], int]:
         return await repository.open_tasks_by_account(resources.autocommit_engine)
 
     routes = await resources.upstream.routes(model, open_tasks)

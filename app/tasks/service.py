@@ -19,6 +19,7 @@ from app.tasks.render import OutputLinks, public_view
 from app.tasks.repository import TaskRecord
 from app.tasks.schemas import TaskListQuery
 from app.tasks.states import apply_snapshot, refresh_task
+from app.upstream.accounts import DEFAULT_ACCOUNT
 from app.usage.ledger import entries_of
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ async def fresh_record(
     task = await visible_record(resources, auth=auth, task_id=task_id)
     if _is_stale(task, resources.settings.refresh_stale_seconds):
         try:
-            await _coalesced_refresh(resources=resources, task_id=task.id, request_id=request_id)
+            await _coalesced_refresh(resources=resources, task=task, request_id=request_id)
         except Exception:  # a refresh is a bonus: the stored copy is a valid answer
             logger.warning(
                 "task %s: refresh failed; serving the stored copy", task.id, exc_info=True
@@ -136,20 +137,26 @@ def _is_stale(task: TaskRecord, window_seconds: float) -> bool:
     return task.refreshed_at < utcnow() - timedelta(seconds=window_seconds)
 
 
-async def _coalesced_refresh(*, resources: Resources, task_id: str, request_id: str) -> None:
+async def _coalesced_refresh(*, resources: Resources, task: TaskRecord, request_id: str) -> None:
     async def job() -> None:
-        budget = resources.settings.upstream_refresh_rate
-        if not await resources.limiter.allow(budget, "upstream-refresh", "account"):
-            logger.debug("upstream refresh budget spent; task %s served as stored", task_id)
+        if not await _refresh_allowed(resources, account_id=task.account_id):
+            logger.debug("upstream refresh budget spent; task %s served as stored", task.id)
             return
         await refresh_task(
             sessionmaker=resources.sessionmaker,
             upstream=resources.upstream,
-            task_id=task_id,
+            task_id=task.id,
             request_id=request_id,
         )
 
-    await resources.refreshes.run(task_id, job)
+    await resources.refreshes.run(task.id, job)
+
+
+async def _refresh_allowed(resources: Resources, *, account_id: str | None) -> bool:
+    """Whether the task's account has a client refresh left this second (every replica's)."""
+    account = account_id or DEFAULT_ACCOUNT
+    budget = resources.upstream.refresh_rate(account, resources.settings.upstream_refresh_rate)
+    return await resources.limiter.allow(budget, "upstream-refresh", account)
 
 
 async def list_tasks(
@@ -174,9 +181,7 @@ async def delete_task(
         # (a queued task is cancelled, a finished one is deleted, usage and all): without a
         # fresh answer, nothing is sent and the client gets the upstream's error.
         await release_connection(session)
-        if not await resources.limiter.allow(
-            resources.settings.upstream_refresh_rate, "upstream-refresh", "account"
-        ):
+        if not await _refresh_allowed(resources, account_id=task.account_id):
             raise TooManyRequests(
                 "The account's upstream retrieve budget is spent for this second; retry.",
                 retry_after=1,

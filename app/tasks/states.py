@@ -19,7 +19,7 @@ from app.db import release_connection, utcnow
 from app.errors import GatewayError, UpstreamRelayed
 from app.tasks.callbacks import queue_callback
 from app.tasks.models import OPEN_STATUSES, Task, TaskArchive, TaskEvent, TaskStatus
-from app.upstream.pool import UpstreamPool
+from app.upstream.pool import AccountPace, UpstreamPool
 from app.usage.ledger import record_outcome
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ async def refresh_task(
     task_id: str,
     request_id: str,
     confirm: bool = False,
+    pace: AccountPace | None = None,
 ) -> RefreshOutcome:
     """Fetch one open task from upstream and store what it says; errors are logged, and raised
     too when the caller must `confirm` the upstream's state before acting on it."""
@@ -152,6 +153,8 @@ async def refresh_task(
             return "skipped"
         await release_connection(session)  # no pooled connection waits on the upstream
         client = await upstream.client(task.account_id)  # the account that created it
+        if pace is not None:
+            await pace(task.account_id)
         try:
             snapshot = await client.get_task(task.upstream_id, request_id=request_id)
         except UpstreamRelayed as exc:

@@ -47,6 +47,12 @@ class UpstreamAccount(SQLModel, table=True):
     weight: int = Field(default=1, ge=0)
     max_queued: int = Field(default=120, ge=1)  # open tasks the account allows at once
     creates_per_minute: int = Field(default=600, ge=1)
+    # The account's non-inference QPS: the poller and client refreshes share them.
+    retrieves_per_second: int = Field(default=20, ge=1)
+    lists_per_second: int = Field(default=1, ge=1)
+    # Beyond this many open tasks of one model, a new one waits upstream: another account is
+    # preferred while one has room.
+    running_per_model: int = Field(default=10, ge=1)
     state: str = Field(default=AccountState.ACTIVE, max_length=16)
     # Out of rotation while its key is refused or it keeps failing; probed until it recovers.
     healthy: bool = Field(default=True)

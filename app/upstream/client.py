@@ -4,13 +4,17 @@ Upstream answers are mapped onto the gateway's errors here:
 - 4xx (not 401/403): relayed as the upstream worded it, `Retry-After` kept on 429;
 - 401/403: our master key's problem, logged for the operator, a 502 for the client;
 - 5xx, bad JSON: 502; timeouts: 504. `maybe_created` says whether a create may have landed.
+
+Each call's outcome is told to the account's health watcher (`app.upstream.pool`): `answered`
+(any answer but those below), `refused` (401/403: the master key), `failed` (5xx, unreadable,
+unreachable, timed out).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -21,6 +25,7 @@ from app.upstream.transport import upstream_transport
 logger = logging.getLogger(__name__)
 
 TASKS_PATH = "/contents/generations/tasks"
+Outcome = Literal["answered", "refused", "failed"]
 _RELAYED_HEADERS = ("retry-after",)
 
 
@@ -63,19 +68,21 @@ def create_http_client(
 
 
 class UpstreamClient:
-    """Seedance's task API as async methods returning parsed JSON; each call is counted by
-    its kind and status (`timeout` and `unreachable` when there is none)."""
+    """Seedance's task API for one account, as async methods returning parsed JSON; each call
+    is counted by account, kind and status (`timeout` and `unreachable` when there is none)."""
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         metrics: Metrics | None = None,
-        on_key_refused: Callable[[], Awaitable[None]] | None = None,
+        on_outcome: Callable[[Outcome], Awaitable[None]] | None = None,
+        account_id: str = "default",
     ) -> None:
         self._http = http
         self._calls = metrics.upstream_calls if metrics is not None else None
-        # Told when the upstream refuses the master key (it raises an alert).
-        self._on_key_refused = on_key_refused
+        # Told each call's outcome: the account's health (a refused key raises an alert).
+        self._on_outcome = on_outcome
+        self._account_id = account_id
 
     async def aclose(self) -> None:
         """Close its connections."""
@@ -119,7 +126,7 @@ class UpstreamClient:
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TimeoutException as exc:
-            self._count(kind, "timeout")
+            await self._count(kind, "timeout", "failed")
             # A connect timeout means the request never left; anything later may have landed.
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             if sent:
@@ -128,23 +135,32 @@ class UpstreamClient:
                 "The upstream service is unreachable.", maybe_created=False
             ) from None
         except httpx.TransportError as exc:
-            self._count(kind, "unreachable")
+            await self._count(kind, "unreachable", "failed")
             sent = not isinstance(exc, httpx.ConnectError)
             logger.warning("upstream %s %s transport error: %s", method, path, type(exc).__name__)
             raise UpstreamCallFailed(
                 "The upstream service is unreachable.", maybe_created=creates and sent
             ) from None
-        self._count(kind, str(response.status_code))
-        if response.status_code in (401, 403) and self._on_key_refused is not None:
-            try:
-                await self._on_key_refused()
-            except Exception:  # the alert is a bonus; the answer below is what matters
-                logger.exception("raising the master-key alert failed")
-        return _parse(response, method=method, path=path, creates=creates)
+        status = response.status_code
+        outcome: Outcome = (
+            "refused" if status in (401, 403) else "failed" if status >= 500 else "answered"
+        )
+        try:
+            return _parse(response, method=method, path=path, creates=creates)
+        except UpstreamCallFailed:
+            outcome = "refused" if outcome == "refused" else "failed"  # unreadable 2xx too
+            raise
+        finally:
+            await self._count(kind, str(status), outcome)
 
-    def _count(self, kind: str, status: str) -> None:
+    async def _count(self, kind: str, status: str, outcome: Outcome) -> None:
         if self._calls is not None:
-            self._calls.labels(kind, status).inc()
+            self._calls.labels(self._account_id, kind, status).inc()
+        if self._on_outcome is not None:
+            try:
+                await self._on_outcome(outcome)
+            except Exception:  # health and alerts are a bonus; the answer is what matters
+                logger.exception("recording the upstream's health failed")
 
 
 def _parse(response: httpx.Response, *, method: str, path: str, creates: bool) -> dict[str, Any]:

@@ -2,10 +2,19 @@
 and each account's health.
 
 Routing: a create goes to an account that serves its model, is active and healthy, and has room
-under its queued maximum, the one with the fewest open tasks per unit of weight first (then the
-least full, then by id). Every later call for a task goes to the account that created it.
+under its queued maximum. Among those, an account where the task starts at once (fewer open
+tasks of the model than its `running_per_model`) comes first; then the one with the fewest open
+tasks per unit of weight, then the least full, then by id. Accounts of weight 0 are standbys:
+tried after all the others. Its creates per
+minute are checked as it is tried (`app.tasks.routing`). Every later call for a task goes to the
+account that created it.
 Accounts are read from the database at most once a `refresh_seconds`, so an account added,
 drained, rotated or taken out of rotation on one replica is seen by all within that time.
+
+Call budgets: the settings' retrieve shares (`GATEWAY_UPSTREAM_REFRESH_RATE` for client
+refreshes, `GATEWAY_POLLER_UPSTREAM_QPS` for the poller) are those of an account allowing the
+published 20 retrieves a second; each account's are scaled by its own `retrieves_per_second`.
+The poller lists an account at 0.8 of its `lists_per_second` (a margin for network jitter).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from limits import parse_many
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
@@ -28,13 +38,23 @@ from app.upstream.accounts import (
     UpstreamAccount,
     list_accounts,
 )
-from app.upstream.client import UpstreamClient
+from app.upstream.client import Outcome, UpstreamClient
 
 logger = logging.getLogger(__name__)
 
-# Builds the client of an account from its base URL and master key, with the hook it calls when
-# the upstream refuses that key.
-ClientMaker = Callable[[str, str, Callable[[], Awaitable[None]]], UpstreamClient]
+PUBLISHED_RETRIEVES_PER_SECOND = 20  # what the settings' retrieve shares are shares of
+LIST_MARGIN = 0.8
+# A call that fails this many times in a row (5xx, unreachable, unreadable) on one account takes
+# it out of rotation; the poller's probe puts it back.
+FAILURES_OUT_OF_ROTATION = 5
+
+# Awaited before a call on an account (None: `default`), to keep to that account's rate.
+AccountPace = Callable[[str | None], Awaitable[None]]
+
+# Builds the client of an account from its id, base URL and master key, with the hook it tells
+# each call's outcome.
+OutcomeHook = Callable[[Outcome], Awaitable[None]]
+ClientMaker = Callable[[str, str, str, OutcomeHook], UpstreamClient]
 
 
 @dataclass
@@ -50,6 +70,11 @@ class PoolAccount:
         """The account's id."""
         return self.row.id
 
+    @property
+    def retrieve_share(self) -> float:
+        """Its retrieves a second over the published 20 the settings' shares are of."""
+        return self.row.retrieves_per_second / PUBLISHED_RETRIEVES_PER_SECOND
+
     def takes_creates(self, model: str) -> bool:
         """Active, healthy, and serving the model."""
         row = self.row
@@ -64,9 +89,12 @@ class UpstreamPool:
     sessionmaker: async_sessionmaker[AsyncSession]
     make_client: ClientMaker
     box: KeyBox
-    on_refused: Callable[[str], Awaitable[None]]  # told the account whose key was refused
+    # Told an account that just left rotation, and why: `refused` (its key) or `failing`.
+    on_unhealthy: Callable[[str, str], Awaitable[None]]
     refresh_seconds: float = 1.0
     accounts: dict[str, PoolAccount] = field(default_factory=dict)
+    # Calls failed in a row per account, in this process.
+    failures: dict[str, int] = field(default_factory=dict)
     _loaded_at: float = -1e9
     _made: list[UpstreamClient] = field(default_factory=list)
 
@@ -101,10 +129,10 @@ class UpstreamPool:
             logger.error("account %s: its master key cannot be decrypted", row.id)
             key = ""  # the upstream refuses it: the account leaves rotation
 
-        async def refused() -> None:
-            await self.on_refused(row.id)
+        async def outcome(result: Outcome) -> None:
+            await self.report(row.id, result)
 
-        client = self.make_client(row.base_url, key, refused)
+        client = self.make_client(row.id, row.base_url, key, outcome)
         self._made.append(client)
         return client
 
@@ -120,10 +148,10 @@ class UpstreamPool:
         return found.client
 
     async def routes(
-        self, model: str, open_tasks: Callable[[], Awaitable[dict[str, int]]]
+        self, model: str, open_tasks: Callable[[], Awaitable[dict[tuple[str, str], int]]]
     ) -> list[PoolAccount]:
-        """The accounts a create for `model` may go to, best first. `open_tasks` counts each
-        account's open tasks; it is asked only when there is a choice to make. When no healthy
+        """The accounts a create for `model` may go to, best first. `open_tasks` counts open
+        tasks by account and model; it is asked only when there is a choice to make. When no healthy
         account serves the model, the unhealthy ones that do are tried (the create is their
         probe): no create is refused that an account might serve."""
         await self.refresh()
@@ -139,16 +167,18 @@ class UpstreamPool:
             ]
         if len(usable) == 1:
             return usable
-        counts = await open_tasks()
+        by_model = await open_tasks()
+        counts: dict[str, int] = {}
+        for (account_id, _), count in by_model.items():
+            counts[account_id] = counts.get(account_id, 0) + count
 
-        def order(account: PoolAccount) -> tuple[float, float, str]:
-            used = counts.get(account.id, 0)
-            return used / account.row.weight, used / account.row.max_queued, account.id
+        def order(account: PoolAccount) -> tuple[bool, bool, float, float, str]:
+            used, row = counts.get(account.id, 0), account.row
+            waits = by_model.get((account.id, model), 0) >= row.running_per_model
+            load = used / row.weight if row.weight else 0.0
+            return row.weight == 0, waits, load, used / row.max_queued, account.id
 
-        return sorted(
-            (a for a in usable if a.row.weight > 0 and counts.get(a.id, 0) < a.row.max_queued),
-            key=order,
-        )
+        return sorted((a for a in usable if counts.get(a.id, 0) < a.row.max_queued), key=order)
 
     async def pinned(self, account_id: str | None) -> list[PoolAccount]:
         """The one route of a create that must go where another task lives (a draft's final
@@ -164,9 +194,50 @@ class UpstreamPool:
         found = self.accounts.get(account_id or DEFAULT_ACCOUNT)
         return found.row.upstream_model(model) if found is not None else model
 
+    def refresh_rate(self, account_id: str, base: str) -> str:
+        """The client refreshes a second an account allows, `base` being an account of 20's."""
+        found = self.accounts.get(account_id)
+        if found is None:
+            return base
+        return ";".join(
+            f"{max(1, int(item.amount * found.retrieve_share))} per {item.multiples} "
+            f"{item.GRANULARITY.name}"
+            for item in parse_many(base)
+        )
+
+    def poll_rate(self, account_id: str, base: float) -> float:
+        """The poller's retrieves a second on an account, `base` being an account of 20's."""
+        found = self.accounts.get(account_id)
+        return base if found is None else base * found.retrieve_share
+
+    def list_rate(self, account_id: str) -> float:
+        """The poller's list calls a second on an account."""
+        found = self.accounts.get(account_id)
+        return LIST_MARGIN * (found.row.lists_per_second if found is not None else 1)
+
     def known(self) -> list[PoolAccount]:
         """Every account, as last read."""
         return list(self.accounts.values())
+
+    async def report(self, account_id: str, outcome: Outcome) -> None:
+        """One call's outcome on an account: a refused key takes it out of rotation at once,
+        `FAILURES_OUT_OF_ROTATION` failures in a row too; any answer resets the count."""
+        if outcome == "answered":
+            if self.failures.get(account_id):
+                self.failures[account_id] = 0
+            return
+        if outcome == "refused":
+            detail, why = "the upstream refused its master key", "refused"
+        else:
+            failed = self.failures.get(account_id, 0) + 1
+            self.failures[account_id] = failed % FAILURES_OUT_OF_ROTATION
+            if failed < FAILURES_OUT_OF_ROTATION:
+                return
+            detail, why = f"{failed} calls in a row failed (5xx, unreachable, timeout)", "failing"
+        changed = await self.set_health(account_id, healthy=False, detail=detail)
+        # The settings' account keeps its own hourly master-key alert, raised on every refusal.
+        if changed or (why == "refused" and account_id == DEFAULT_ACCOUNT):
+            await self.on_unhealthy(account_id, why)
 
     async def set_health(self, account_id: str, *, healthy: bool, detail: str | None) -> bool:
         """Take an account out of rotation or put it back, for every replica; True if this
