@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from app.admin.audit import audited
 from app.admin.schemas import LimitOverrides
+from app.cli_accounts import add_commands as add_account_commands
 from app.cli_billing import add_commands as add_billing_commands
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
@@ -103,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", default="127.0.0.1", help="address of the metrics port")
     worker.set_defaults(handler=_running("worker"))
     add_billing_commands(commands, _with_session)
+    add_account_commands(commands, _with_session)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
-    *args: str, db: Path | None, cwd: Path = ROOT, **env_extra: str
+    *args: str, db: Path | None, cwd: Path = ROOT, stdin: str = "", **env_extra: str
 ) -> subprocess.CompletedProcess[str]:
     settings = {"GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{db}"} if db else {}
     env = clean_env(**settings, **env_extra)
@@ -21,6 +22,7 @@ def run(
         [sys.executable, "-m", "app", *args],
         cwd=cwd,
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,3 +150,34 @@ def test_plans_and_quotes(tmp_path: Path) -> None:
     body.write_text(json.dumps({"model": "dreamina-seedance-2-0-260128", "duration": 99}))
     bad = run("quote", str(body), db=db)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ")
+
+
+def test_accounts_are_managed_and_their_keys_never_printed(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    run("migrate", db=db)
+    secret = {"GATEWAY_ACCOUNT_KEYS_SECRET": "cli-accounts-secret-0123456789"}
+    key = "byteplus-key-" + "7" * 24
+    added = run(
+        "accounts", "add", "bp", "https://ark.example.test/api/v3",
+        "--weight", "3", "--models", "m1,m2=m2-own", db=db, stdin=key + "\n", **secret,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    shown = json.loads(added.stdout)
+    assert (shown["weight"], shown["models"]) == (3, {"m1": "m1", "m2": "m2-own"})
+    assert shown["key_stored"] is True and key not in added.stdout + added.stderr
+    assert run("accounts", "drain", "bp", db=db).returncode == 0
+    changed = run("accounts", "set", "bp", "--lists-per-second", "2", "--models", "all", db=db)
+    assert json.loads(changed.stdout)["models"] is None
+    listed = run("accounts", "list", db=db).stdout
+    assert "bp\tdraining\thealthy" in listed and "lists_per_second=2" in listed
+    rotated = run("accounts", "rotate-key", "bp", db=db, stdin="new-" + key + "\n", **secret)
+    assert rotated.returncode == 0 and "new-" + key not in rotated.stdout + rotated.stderr
+    stored = sqlite3.connect(db).execute("select key_ciphertext from upstream_accounts").fetchall()
+    assert key not in repr(stored) and all(
+        row[0] is None or row[0][:5] == "gAAAA" for row in stored
+    )
+    # Without the secret a key cannot be stored; a bad limit is refused before anything is.
+    no_secret = run("accounts", "add", "x", "https://x.test/api/v3", db=db, stdin=key + "\n")
+    assert no_secret.returncode == 1 and "GATEWAY_ACCOUNT_KEYS_SECRET" in no_secret.stderr
+    bad = run("accounts", "set", "bp", "--weight", "-1", db=db)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: weight")
