@@ -69,12 +69,15 @@ class Metrics:
             "sgw_tasks_finished", "Tasks that reached a final state", ["status"], registry=r
         )
         self.settled_tokens = Counter(
-            "sgw_ledger_settled_tokens", "Tokens settled in the ledger", ["model"], registry=r
+            "sgw_ledger_settled_tokens",
+            "Tokens settled in the ledger",
+            ["account", "model"],
+            registry=r,
         )
         self.settled_cost = Counter(
             "sgw_ledger_settled_cost_micros",
             "Cost settled in the ledger, in micro-units of its currency",
-            ["currency"],
+            ["account", "currency"],
             registry=r,
         )
         self.overage_tokens = Counter(
@@ -117,6 +120,11 @@ class LiveCollector:
             "sgw_open_reservations_micros": ("Reserved and not yet settled", ["currency"]),
             "sgw_open_reservations": ("Tasks holding a reservation", []),
             "sgw_redis_fallback": ("1 while limits run in process (Redis unreachable)", []),
+            "sgw_account_open_tasks": ("Open tasks per upstream account", ["account"]),
+            "sgw_account_in_rotation": (
+                "1 while an upstream account takes creates (active and healthy)",
+                ["account", "state"],
+            ),
         }
         for name, (text, labels) in help_texts.items():
             family = GaugeMetricFamily(name, text, labels=labels)

@@ -15,8 +15,10 @@ import pytest
 from app.lifespan import poller_for
 from app.simulator.app import create_simulator_app
 from app.simulator.state import SimConfig, SimulatorState
-from tests.conftest import MASTER_KEY, Gateway
+from tests.conftest import ADMIN_TOKEN, MASTER_KEY, Gateway
 from tests.helpers import TASKS, body, database_rows
+from tests.test_console import signed_in
+from tests.test_metrics import value
 
 KEY_B = "sim-b-" + os.urandom(12).hex()
 KEY_C = "sim-c-" + os.urandom(12).hex()
@@ -115,6 +117,23 @@ async def test_creates_spread_by_weight_and_every_later_call_stays_on_its_accoun
     )
     tasks = {row["group"]: row["tasks"] for row in report.json()["rows"]}
     assert tasks == {"default": 3, "b": 6, "c": 1}
+    metrics = (await gateway.client.get("/metrics")).text
+    assert value(metrics, "sgw_account_open_tasks", account="b") == 6
+    assert value(metrics, "sgw_account_open_tasks", account="c") == 1
+    assert value(metrics, "sgw_account_in_rotation", account="c", state="active") == 1
+    assert value(metrics, "sgw_upstream_calls_total", account="b", call="create") == 6
+    assert value(metrics, "sgw_upstream_calls_total", account="c", call="retrieve") == 1
+    # The console shows each account's load and calls; a task page, the account it ran on.
+    console, _ = await signed_in(gateway, ADMIN_TOKEN)
+    page = (await console.get("/console/accounts")).text
+    b_row = page[page.index('id="account-b"') :].split("</tr>")[0]
+    assert '<td class="open">6 / 6</td>' in b_row and "create 6<br>" in b_row
+    task_page = (await console.get(f"/console/tasks/{task_id}")).text
+    assert '<code id="task-account">c</code>' in task_page
+    user_page = await (await gateway.user_client("bob")).get(f"{TASKS}/{task_id}")
+    assert user_page.status_code == 404  # another user's task
+    own = (await client.get(f"{TASKS}/{task_id}")).json()
+    assert "account" not in repr(own) and "doubao" not in repr(own)  # not shown to its user
 
 
 async def test_a_full_account_hands_the_create_on_and_a_draining_one_takes_none(

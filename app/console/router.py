@@ -194,6 +194,15 @@ async def task_page(
     return page(request, "task.html", me=me, task=task, moments=moments)
 
 
+@router.get("/accounts")
+async def accounts(
+    request: Request, me: AdminConsoleDep, session: SessionDep, resources: ResourcesDep
+) -> HTMLResponse:
+    """The upstream accounts: state, health, limits, open tasks, last 30 days' cost."""
+    rows = await service.accounts(session, resources, now=datetime.now(UTC))
+    return page(request, "accounts.html", me=me, rows=rows)
+
+
 @router.get("/audit")
 async def audit(request: Request, me: AdminConsoleDep, session: SessionDep) -> HTMLResponse:
     """The latest admin changes."""

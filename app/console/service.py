@@ -15,9 +15,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.resources import Resources
 from app.tasks import explorer, repository
+from app.upstream.accounts import list_accounts
 from app.usage.ledger import open_reservations
 from app.usage.models import MICROS
-from app.usage.reports import DailyCost, daily_costs
+from app.usage.reports import DailyCost, daily_costs, usage_report
 
 By = Literal["model", "user", "key"]
 
@@ -121,3 +122,48 @@ def costs_csv(rows: list[DailyCost], *, by: By) -> str:
             [row.day, row.group, row.label, row.currency or "", cost, row.cost_micros, row.tokens]
         )
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """One upstream account as the console shows it: state, health, load and spend."""
+
+    account: dict[str, Any]  # its public fields (never its key)
+    open_tasks: int
+    tasks: int  # created in the window
+    cost: dict[str, str]  # settled, per currency
+    calls: dict[str, int]  # upstream calls by kind, as this replica counted them
+
+
+async def accounts(
+    session: AsyncSession, resources: Resources, *, now: datetime
+) -> list[AccountRow]:
+    """Every account with its open tasks, and its tasks and settled cost of the last 30 days."""
+    open_by_model = await repository.open_tasks_by_account(resources.autocommit_engine)
+    spend = await usage_report(
+        session, group_by="account", start=now - timedelta(days=30), end=None
+    )
+    calls = _calls_by_account(resources)
+    rows = []
+    for account in await list_accounts(session):
+        mine = [row for row in spend if row.group == account.id]
+        rows.append(
+            AccountRow(
+                account=account.public(),
+                open_tasks=sum(n for (a, _), n in open_by_model.items() if a == account.id),
+                tasks=sum(row.tasks for row in mine),
+                cost={row.currency or "-": money(row.cost_micros) for row in mine},
+                calls=calls.get(account.id, {}),
+            )
+        )
+    return rows
+
+
+def _calls_by_account(resources: Resources) -> dict[str, dict[str, int]]:
+    """Upstream calls by account and kind, from this process's metrics."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for family in resources.metrics.upstream_calls.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.value:
+                counts[sample.labels["account"]][sample.labels["call"]] += int(sample.value)
+    return counts

@@ -89,7 +89,8 @@ async def record_outcome(
             await _record_overage(session, reserve=reserve, settle=entry)
     metrics = session.info.get("metrics")
     if isinstance(metrics, Metrics):
-        after_commit(session, partial(_count_outcome, metrics, status, entry))
+        account = task.account_id or "default"
+        after_commit(session, partial(_count_outcome, metrics, status, entry, account))
     return entry
 
 
@@ -136,11 +137,11 @@ async def _record_overage(
     )
 
 
-def _count_outcome(metrics: Metrics, status: TaskStatus, entry: LedgerEntry) -> None:
+def _count_outcome(metrics: Metrics, status: TaskStatus, entry: LedgerEntry, account: str) -> None:
     metrics.tasks_finished.labels(str(status)).inc()
     if entry.kind == LedgerKind.SETTLE:
-        metrics.settled_tokens.labels(entry.model).inc(entry.tokens)
-        metrics.settled_cost.labels(entry.currency or "none").inc(entry.cost_micros)
+        metrics.settled_tokens.labels(account, entry.model).inc(entry.tokens)
+        metrics.settled_cost.labels(account, entry.currency or "none").inc(entry.cost_micros)
 
 
 def _usage_tokens(task: Task, snapshot: dict[str, Any] | None, *, fallback: int) -> tuple[int, int]:
