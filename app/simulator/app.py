@@ -153,6 +153,7 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
             return refused
         task = state.find(task_id)
         if task is None:
+            state.count("unknown_task")  # a pooled gateway asked the wrong account?
             return _not_found(task_id)
         return JSONResponse(state.view(task, now()))
 
@@ -164,6 +165,7 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
         page_num = int(query.get("page_num") or 1)
         page_size = int(query.get("page_size") or 20)
         ids = set(query.getlist("filter.task_ids"))
+        state.calls["unknown_task"] += sum(1 for task_id in ids if state.find(task_id) is None)
         tier = query.get("filter.service_tier") or "default"
         at = now()
         items = [
@@ -188,6 +190,7 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
             return refused
         task = state.find(task_id)
         if task is None:
+            state.count("unknown_task")  # a pooled gateway asked the wrong account?
             return _not_found(task_id)
         status = task.status(config, now())
         if status == "queued":
