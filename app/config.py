@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     max_tasks_in_flight_per_user: int = Field(default=50, ge=0)
     # Open tasks across all users; keep it under the account's 120 queued tasks upstream.
     max_tasks_in_flight_global: int = Field(default=100, ge=0)
+    # The gateway's create queue: how many creates may wait for an account with room (0: off,
+    # a create is refused when every account is full), and how long one may wait.
+    create_queue_size: int = Field(default=0, ge=0, le=100_000)
+    create_queue_timeout_seconds: float = Field(default=600.0, gt=0)
     in_flight_retry_after_seconds: int = Field(default=10, ge=1)
     auth_failure_limit: str = "20/minute"
     # Client addresses (or CIDR ranges) of proxies whose X-Forwarded-For is believed.

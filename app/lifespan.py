@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
 import httpx
 
@@ -23,6 +24,7 @@ from app.storage import ObjectStore, open_store
 from app.tasks.archive import Archiver, ArchiverConfig
 from app.tasks.callbacks import create_callback_client
 from app.tasks.poller import Poller, PollerConfig
+from app.tasks.queue import dispatch_waiting
 from app.tasks.service import output_links
 from app.ttl_cache import TtlCache
 from app.upstream.accounts import DEFAULT_ACCOUNT, KeyBox, ensure_default
@@ -173,6 +175,7 @@ def poller_for(resources: Resources) -> Poller:
         links=output_links(resources, base_url=""),
         metrics=resources.metrics,
         alert_webhook_url=settings.alert_webhook_url,
+        dispatch=partial(dispatch_waiting, resources) if settings.create_queue_size else None,
     )
 
 

@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.config import Settings
 from app.db import insert_rows, utcnow
 from app.errors import (
     Conflict,
@@ -24,6 +23,7 @@ from app.errors import (
     InvalidParameter,
     NotFound,
     ServiceUnavailable,
+    TooManyRequests,
     UnprocessableEntity,
     UpstreamRelayed,
 )
@@ -37,9 +37,9 @@ from app.limits.inflight import (
 )
 from app.logs import bind
 from app.resources import Resources
-from app.tasks import repository
+from app.tasks import queue, repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskStatus
-from app.tasks.routing import account_routes, send_create
+from app.tasks.routing import account_routes, send_create, submit_grace
 from app.tasks.service import visible_task
 from app.tasks.states import transition
 from app.tasks.validation import CreateRequest
@@ -53,12 +53,6 @@ logger = logging.getLogger(__name__)
 
 # An Idempotency-Key is remembered this long (Stripe's rule), then it may be used again.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-
-
-def _submit_grace(settings: Settings) -> timedelta:
-    """After this long a task still `submitting` lost its process (or its database write); the
-    poller then reconciles it. Longer than any upstream call may take."""
-    return timedelta(seconds=settings.upstream_timeout_seconds + 10)
 
 
 async def create_task(
@@ -79,13 +73,14 @@ async def create_task(
             return replay
     body = dict(request.forward_body)
     draft_id = None
+    routes: list[PoolAccount] | None
     if request.draft_task_ref is not None:
         draft = await _draft_for(session, auth=auth, draft_ref=request.draft_task_ref)
         body["content"] = _with_upstream_draft(body["content"], draft)
         draft_id = draft.id
         routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
     else:
-        routes = await account_routes(resources, model=request.model)
+        routes = await _routes_or_wait(resources, model=request.model)
     task = Task(
         id=new_task_id(),
         user_id=auth.user_id,
@@ -99,17 +94,30 @@ async def create_task(
         request_fingerprint=request.fingerprint,
         seed=request.seed,
         archive=resources.store is not None,
-        next_check_at=utcnow() + _submit_grace(resources.settings),
+        next_check_at=utcnow() + submit_grace(resources.settings),
     )
     bind(task_id=task.id)
-    task.account_id = routes[0].id
+    task.account_id = routes[0].id if routes else None
     await _record(
         session, task=task, request=request, auth=auth, resources=resources
     )  # commits: the connection is free again
+    if routes is None:  # every account is full: it waits in the gateway's queue
+        await queue.hold(resources, task=task, body=body)
+        return {"id": task.id}
     # Shielded: a client that disconnects mid-call must not leave the task half-recorded.
     return await asyncio.shield(
         _submit(resources=resources, task=task, body=body, request_id=request_id, routes=routes)
     )
+
+
+async def _routes_or_wait(resources: Resources, *, model: str) -> list[PoolAccount] | None:
+    """The accounts the create may go to; None when every one is full and it may wait."""
+    try:
+        return await account_routes(resources, model=model)
+    except (ServiceUnavailable, TooManyRequests):
+        if await queue.may_wait(resources, model=model):
+            return None
+        raise
 
 
 async def _record(
@@ -197,6 +205,10 @@ async def _submit(
                     "The upstream service sent no task id.", maybe_created=True
                 )
         except (UpstreamRelayed, UpstreamCallFailed, UpstreamTimedOut) as exc:
+            full = isinstance(exc, UpstreamRelayed) and exc.status() == 429
+            if full and await queue.may_wait(resources, model=task.model):
+                await queue.hold(resources, task=task, body=body)  # it was not created
+                return {"id": task.id}
             async with resources.sessionmaker() as session:
                 await _record_failed_submit(session, task=task, error=exc)
             raise

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, TextClause, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, TextClause, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.db import UTCDateTime, utcnow
@@ -104,6 +104,12 @@ class Task(SQLModel, table=True):
     draft: bool = Field(default=False)
     execution_expires_after: int = 172800
 
+    # The create body while the task waits in the gateway's queue (`app.tasks.queue`), as JSON;
+    # None once the upstream took it, and for a create sent at once.
+    pending_body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # When its create left the gateway's queue (None: sent at once, at `created_at`).
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
     callback_url: str | None = Field(default=None, max_length=2048)
     draft_task_id: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, max_length=255)
@@ -135,6 +141,27 @@ class Task(SQLModel, table=True):
     refreshed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     next_check_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def create_sent_at(self) -> datetime:
+        """When its create went upstream: reconciliation looks for it around this moment."""
+        return self.sent_at or self.created_at
+
+    @property
+    def create_in_doubt(self) -> bool:
+        """Whether its create may or may not exist upstream: to be reconciled."""
+        return self.status == TaskStatus.UNKNOWN or self.sent_in_doubt
+
+    @property
+    def sent_in_doubt(self) -> bool:
+        """A create sent from the gateway's queue with no answer on record (the process died,
+        or the answer was ambiguous): reconciled on its account like an `unknown` one."""
+        return (
+            self.status == TaskStatus.QUEUED
+            and self.upstream_id is None
+            and self.sent_at is not None
+            and self.pending_body is not None
+        )
 
 
 class CallbackDelivery(SQLModel, table=True):

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -77,6 +78,8 @@ class Poller:
     links: OutputLinks | None = None
     metrics: Metrics | None = None
     alert_webhook_url: str | None = None
+    # Sends creates waiting in the gateway's queue (`app.tasks.queue`), when it is on.
+    dispatch: Callable[[], Awaitable[int]] | None = None
     # Each account's retrieves and list calls, at that account's own rates.
     pacers: Pacers = field(init=False)
     list_pacers: Pacers = field(init=False)
@@ -162,9 +165,18 @@ class Poller:
             self._deliver_alerts(),
             self._reread(),
             self._probe_accounts(pace_list),
+            self._dispatch(),
         )
         await self._deliver_callbacks()
         return observed + len(task_ids)
+
+    async def _dispatch(self) -> None:
+        if self.dispatch is None:
+            return
+        try:
+            await self.dispatch()
+        except Exception:
+            logger.exception("poller: sending the queued creates failed")
 
     async def _probe_accounts(self, pace_list: AccountPace) -> None:
         """A cheap list call to each account out of rotation: back in once it answers."""
@@ -267,7 +279,7 @@ class Poller:
                     await transition(session, task=task, to_status=TaskStatus.UNKNOWN, values={})
                     await session.commit()
                     await session.refresh(task)
-                return task if task.status == TaskStatus.UNKNOWN else task_id
+                return task if task.create_in_doubt else task_id
         except Exception:
             logger.exception("poller: looking at task %s failed", task_id)
             return None

@@ -32,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.db import utcnow
 from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
+from app.tasks.queue import requeue
 from app.tasks.states import next_check_at, snapshot_values, transition, upstream_status
 from app.upstream.client import UpstreamClient
 from app.upstream.pool import AccountPace, UpstreamPool
@@ -58,7 +59,7 @@ class ListScan:
 
     def covers(self, task: Task) -> bool:
         """Whether the scan went back far enough to have seen this task's upstream twin."""
-        return self.reached <= (task.created_at - EARLIEST).timestamp()
+        return self.reached <= (task.create_sent_at - EARLIEST).timestamp()
 
 
 async def reconcile_unknowns(
@@ -78,7 +79,7 @@ async def reconcile_unknowns(
     for task in tasks:
         groups.setdefault((task.account_id, task.model, task.service_tier), []).append(task)
     for (account_id, model, tier), group in groups.items():
-        since = min(task.created_at for task in group) - EARLIEST
+        since = min(task.create_sent_at for task in group) - EARLIEST
         scan = await _scan(
             await upstream.client(account_id),
             model=upstream.upstream_model(account_id, model),
@@ -89,13 +90,13 @@ async def reconcile_unknowns(
         for task in group:
             async with sessionmaker() as session:
                 fresh = await session.get(Task, task.id)
-                if fresh is not None and fresh.status == TaskStatus.UNKNOWN:
+                if fresh is not None and fresh.create_in_doubt:
                     await _resolve(session, task=fresh, scan=scan)
 
 
 async def _resolve(session: AsyncSession, *, task: Task, scan: ListScan) -> None:
-    earliest = (task.created_at - EARLIEST).timestamp()
-    latest = (task.created_at + LATEST).timestamp()
+    earliest = (task.create_sent_at - EARLIEST).timestamp()
+    latest = (task.create_sent_at + LATEST).timestamp()
     around = [item for item in scan.items if earliest <= item["created_at"] <= latest]
     free = await _unowned(session, around)
     fitting = [item for item in free if _may_be(task, item)]
@@ -111,7 +112,10 @@ async def _resolve(session: AsyncSession, *, task: Task, scan: ListScan) -> None
             task.id,
             len(identified),
         )
-    elif not fitting and scan.covers(task) and utcnow() - task.created_at > RESOLVE_AFTER:
+    elif not fitting and scan.covers(task) and utcnow() - task.create_sent_at > RESOLVE_AFTER:
+        if task.sent_in_doubt:  # it never left: back to the gateway's queue, to be sent again
+            await requeue(session, task=task)
+            return
         await transition(
             session,
             task=task,

@@ -62,6 +62,7 @@ _RECORD_COLUMNS = (
     TASKS.c.updated_at,
     TASKS.c.refreshed_at,
     TASKS.c.account_id,
+    TASKS.c.upstream_id,
 )
 # A browser token sees only the tasks made with it; a key, every task of its user.
 _TOKEN_SCOPE = or_(
@@ -139,6 +140,7 @@ class TaskRecord:
     updated_at: datetime
     refreshed_at: datetime | None
     account_id: str | None  # the upstream account it lives on (None: `default`)
+    upstream_id: str | None  # None until the upstream took it (it may wait in the queue)
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
@@ -330,6 +332,8 @@ _COUNTS = MappingProxyType({shape: _filtered(select(func.count()), shape) for sh
 _OPEN_BY_ACCOUNT = (
     select(TASKS.c.account_id, TASKS.c.model, func.count())
     .where(status_in(OPEN_STATUSES))
+    # A create waiting in the gateway's queue is no account's yet.
+    .where(or_(TASKS.c.account_id.is_not(None), TASKS.c.pending_body.is_(None)))
     .group_by(TASKS.c.account_id, TASKS.c.model)
 )
 

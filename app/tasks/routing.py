@@ -11,8 +11,10 @@ there.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from app.config import Settings
 from app.errors import GatewayError, ServiceUnavailable, TooManyRequests, UpstreamRelayed
 from app.resources import Resources
 from app.tasks import repository
@@ -23,6 +25,12 @@ from app.upstream.pool import PoolAccount
 logger = logging.getLogger(__name__)
 
 
+def submit_grace(settings: Settings) -> timedelta:
+    """After this long a create with no outcome on record lost its process (or its database
+    write); the poller then reconciles it. Longer than any upstream call may take."""
+    return timedelta(seconds=settings.upstream_timeout_seconds + 10)
+
+
 async def account_routes(resources: Resources, *, model: str) -> list[PoolAccount]:
     """The accounts this create may go to, best first, the first holding one of its creates
     this minute; 503 when none takes creates now, 429 when none has a create left."""
@@ -30,7 +38,8 @@ async def account_routes(resources: Resources, *, model: str) -> list[PoolAccoun
     async def open_tasks() -> dict[tuple[str, str], int]:
         return await repository.open_tasks_by_account(resources.autocommit_engine)
 
-    routes = await resources.upstream.routes(model, open_tasks)
+    queue_on = resources.settings.create_queue_size > 0
+    routes = await resources.upstream.routes(model, open_tasks, always_count=queue_on)
     if not routes:
         raise ServiceUnavailable(
             "No upstream account takes creates for this model now; retry later.",

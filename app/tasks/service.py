@@ -13,7 +13,7 @@ from app.errors import Conflict, NotFound, TooManyRequests
 from app.keys.service import AuthContext
 from app.logs import bind
 from app.resources import Resources
-from app.tasks import repository
+from app.tasks import queue, repository
 from app.tasks.models import VISIBLE_STATUSES, Task, TaskArchive, TaskStatus
 from app.tasks.render import OutputLinks, public_view
 from app.tasks.repository import TaskRecord
@@ -130,8 +130,8 @@ async def linked_record(resources: Resources, *, task_id: str) -> TaskRecord:
 
 
 def _is_stale(task: TaskRecord, window_seconds: float) -> bool:
-    if TaskStatus(task.status).is_terminal:
-        return False
+    if TaskStatus(task.status).is_terminal or task.upstream_id is None:
+        return False  # nothing upstream to refresh from
     if task.refreshed_at is None:
         return True
     return task.refreshed_at < utcnow() - timedelta(seconds=window_seconds)
@@ -176,6 +176,13 @@ async def delete_task(
     """Cancel a queued task upstream, hide a finished one, refuse (409) a running one."""
     bind(task_id=task_id[:64])
     task = await visible_task(session, auth=auth, task_id=task_id)
+    if task.pending_body is not None and task.upstream_id is None:  # from the gateway's queue
+        if not await queue.cancel(session, task=task):
+            raise Conflict(
+                f"The task {task_id} is being sent upstream; retry in a few seconds.",
+                code="OperationDenied.TaskBeingSent",
+            )
+        return
     if not TaskStatus(task.status).is_terminal:
         # Our copy may be stale, and what a DELETE does upstream depends on the state there now
         # (a queued task is cancelled, a finished one is deleted, usage and all): without a

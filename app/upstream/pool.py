@@ -148,12 +148,17 @@ class UpstreamPool:
         return found.client
 
     async def routes(
-        self, model: str, open_tasks: Callable[[], Awaitable[dict[tuple[str, str], int]]]
+        self,
+        model: str,
+        open_tasks: Callable[[], Awaitable[dict[tuple[str, str], int]]],
+        *,
+        always_count: bool = False,
     ) -> list[PoolAccount]:
         """The accounts a create for `model` may go to, best first. `open_tasks` counts open
-        tasks by account and model; it is asked only when there is a choice to make. When no healthy
-        account serves the model, the unhealthy ones that do are tried (the create is their
-        probe): no create is refused that an account might serve."""
+        tasks by account and model; it is asked only when there is a choice to make, or when
+        `always_count` (a lone account's queued maximum matters: the create could wait). When
+        no healthy account serves the model, the unhealthy ones that do are tried (the create
+        is their probe): no create is refused that an account might serve."""
         await self.refresh()
         if not self.accounts:  # the settings' account, before its row exists
             row = UpstreamAccount(id=DEFAULT_ACCOUNT, base_url="")
@@ -165,8 +170,8 @@ class UpstreamPool:
                 for a in self.accounts.values()
                 if a.row.state == AccountState.ACTIVE and a.row.serves(model)
             ]
-        if len(usable) == 1:
-            return usable
+        if len(usable) == 1 and not always_count:
+            return usable  # its own 429 says when it is full
         by_model = await open_tasks()
         counts: dict[str, int] = {}
         for (account_id, _), count in by_model.items():
@@ -179,6 +184,16 @@ class UpstreamPool:
             return row.weight == 0, waits, load, used / row.max_queued, account.id
 
         return sorted((a for a in usable if counts.get(a.id, 0) < a.row.max_queued), key=order)
+
+    def serves(self, model: str) -> bool:
+        """Whether an active account (healthy or not) serves the model."""
+        return (
+            any(
+                a.row.state == AccountState.ACTIVE and a.row.serves(model)
+                for a in self.accounts.values()
+            )
+            or not self.accounts
+        )
 
     async def pinned(self, account_id: str | None) -> list[PoolAccount]:
         """The one route of a create that must go where another task lives (a draft's final

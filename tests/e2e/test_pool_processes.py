@@ -66,6 +66,9 @@ class Pool:
             GATEWAY_POLL_INTERVAL_SECONDS="0.5",
             GATEWAY_UPSTREAM_TIMEOUT_SECONDS="5",
             GATEWAY_LOG_LEVEL="DEBUG",
+            # A create no account has room for waits in the gateway's queue, sent as room
+            # appears by whichever replica's poller runs the cycle.
+            GATEWAY_CREATE_QUEUE_SIZE="50",
         )
         log = self.tmp / f"pool-gateway-{len(self.gateways)}.log"
         process = start(["serve", "--port", str(port)], env=env, port=port, log=log)
@@ -216,6 +219,7 @@ async def test_three_accounts_two_replicas_one_killed(pool: Pool) -> None:
     await asyncio.gather(kill_first(), *clients)
     print(f"clients done in {time.monotonic() - started:.1f} s: {dict(run.statuses)}")
     print(f"throttled by the gateway (no account with room): {dict(run.throttled)}")
+    assert not run.throttled  # with the queue on, a create waits rather than being refused
 
     # The survivor's poller settles what the killed replica left open, reconciling any create
     # it was sending on that create's own account.
@@ -233,7 +237,9 @@ async def test_three_accounts_two_replicas_one_killed(pool: Pool) -> None:
     assert len(run.task_ids) >= 30 and run.statuses["succeeded"] == len(run.task_ids) - sum(
         run.statuses[s] for s in ("failed", "expired", "cancelled")
     )
-    rows = await database(pool, "SELECT id, model, account_id, upstream_id, status FROM tasks")
+    rows = await database(
+        pool, "SELECT id, model, account_id, upstream_id, status, sent_at FROM tasks"
+    )
     holders = {
         name: {t["id"] for t in httpx.get(sim.url + "/_sim/tasks").json()}
         for name, sim in pool.sims.items()
@@ -245,7 +251,8 @@ async def test_three_accounts_two_replicas_one_killed(pool: Pool) -> None:
         account = row["account_id"] or "default"
         assert row["upstream_id"] in holders[account], dict(row)  # where the gateway says
         placed[(account, row["model"])] += 1
-    print(f"placed: {dict(placed)}")
+    waited = sum(1 for row in rows if row["sent_at"] is not None)
+    print(f"placed: {dict(placed)}; {waited} waited in the gateway's queue")
     assert placed[("b", V20)] == 0 and placed[("c", V10)] == 0  # model sets held
     assert all(placed[(name, model)] > 0 for name, model in (("b", V10), ("c", V20)))
 
