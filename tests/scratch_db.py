@@ -22,3 +22,12 @@ async def scratch_postgres(name: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def fetch_rows(database_url: str, query: str) -> list[asyncpg.Record]:
+    """The rows a query returns, read over a connection of its own (a gateway's database)."""
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        return list(await connection.fetch(query))
+    finally:
+        await connection.close()

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, MASTER_KEY
 from tests.e2e.processes import Process, clean_env, free_port, issue_key, start, start_simulator
-from tests.scratch_db import scratch_postgres
+from tests.scratch_db import fetch_rows, scratch_postgres
 
 pytestmark = pytest.mark.e2e
 TASKS = "/api/v3/contents/generations/tasks"
@@ -184,14 +183,6 @@ async def client_loop(
                     break
 
 
-async def database(pool: Pool, query: str) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(pool.database_url.replace("+asyncpg", ""))
-    try:
-        return list(await connection.fetch(query))
-    finally:
-        await connection.close()
-
-
 async def test_three_accounts_two_replicas_one_killed(pool: Pool) -> None:
     first = pool.start_gateway()
     configure_accounts(pool, first)
@@ -225,8 +216,9 @@ async def test_three_accounts_two_replicas_one_killed(pool: Pool) -> None:
     # it was sending on that create's own account.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        open_rows = await database(
-            pool, "SELECT id FROM tasks WHERE status IN ('submitting','unknown','queued','running')"
+        open_rows = await fetch_rows(
+            pool.database_url,
+            "SELECT id FROM tasks WHERE status IN ('submitting','unknown','queued','running')",
         )
         if not open_rows:
             break
@@ -237,8 +229,8 @@ async def test_three_accounts_two_replicas_one_killed(pool: Pool) -> None:
     assert len(run.task_ids) >= 30 and run.statuses["succeeded"] == len(run.task_ids) - sum(
         run.statuses[s] for s in ("failed", "expired", "cancelled")
     )
-    rows = await database(
-        pool, "SELECT id, model, account_id, upstream_id, status, sent_at FROM tasks"
+    rows = await fetch_rows(
+        pool.database_url, "SELECT id, model, account_id, upstream_id, status, sent_at FROM tasks"
     )
     holders = {
         name: {t["id"] for t in httpx.get(sim.url + "/_sim/tasks").json()}
@@ -257,8 +249,8 @@ async def test_three_accounts_two_replicas_one_killed(pool: Pool) -> None:
     assert all(placed[(name, model)] > 0 for name, model in (("b", V10), ("c", V20)))
 
     # Exactly once: one reserve per task, and one settle or release per ended one.
-    ledger = await database(
-        pool, "SELECT task_id, kind, count(*) AS n FROM ledger GROUP BY task_id, kind"
+    ledger = await fetch_rows(
+        pool.database_url, "SELECT task_id, kind, count(*) AS n FROM ledger GROUP BY task_id, kind"
     )
     assert all(entry["n"] == 1 for entry in ledger), [dict(e) for e in ledger if e["n"] > 1]
     ended = {e["task_id"] for e in ledger if e["kind"] in ("settle", "release")}

@@ -10,7 +10,6 @@ import random
 import time
 from collections import Counter
 
-import asyncpg
 import httpx
 import pytest
 
@@ -20,6 +19,7 @@ from tests.conftest import ADMIN_TOKEN, MASTER_KEY
 from tests.e2e.conftest import Stack
 from tests.e2e.processes import Process
 from tests.e2e.soak_world import RETRY_LATER, CallbackReceiver, Client, Tally
+from tests.scratch_db import fetch_rows
 
 pytestmark = pytest.mark.e2e
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
@@ -87,21 +87,13 @@ async def kill_and_restart(stack: Stack, live: list[Process], env: dict[str, str
     return killed_at
 
 
-async def fetch(stack: Stack, query: str) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(stack.database_url.replace("+asyncpg", ""))
-    try:
-        return list(await connection.fetch(query))
-    finally:
-        await connection.close()
-
-
 async def drain(stack: Stack, timeout: float = 180) -> None:
     """Wait until no task is open and no callback is still to be sent."""
     open_ = ", ".join(f"'{s}'" for s in OPEN_STATUSES)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = await fetch(
-            stack,
+        left = await fetch_rows(
+            stack.database_url,
             f"SELECT (SELECT count(*) FROM tasks WHERE status IN ({open_})) AS tasks, "
             "(SELECT count(*) FROM callback_deliveries WHERE delivered_at IS NULL "
             "AND attempts < max_attempts) AS callbacks",
@@ -109,8 +101,8 @@ async def drain(stack: Stack, timeout: float = 180) -> None:
         if left[0]["tasks"] == 0 and left[0]["callbacks"] == 0:
             return
         await asyncio.sleep(1)
-    undelivered = await fetch(
-        stack,
+    undelivered = await fetch_rows(
+        stack.database_url,
         "SELECT task_id, status, attempts, next_attempt_at - now() AS due_in FROM "
         "callback_deliveries WHERE delivered_at IS NULL AND attempts < max_attempts",
     )
@@ -148,8 +140,10 @@ async def test_realistic_mix_keeps_every_invariant(stack: Stack) -> None:
     await drain(stack)  # (a resend of a create that had been refused may have made a task)
     final |= await resend(clients, [k for k, answer in final.items() if pending(answer)])
 
-    tasks = await fetch(stack, "SELECT * FROM tasks")
-    ledger = await fetch(stack, "SELECT task_id, kind, tokens, user_id FROM ledger")
+    tasks = await fetch_rows(stack.database_url, "SELECT * FROM tasks")
+    ledger = await fetch_rows(
+        stack.database_url, "SELECT task_id, kind, tokens, user_id FROM ledger"
+    )
     billed = stack.sim("GET", "/_sim/tasks")
     summary = {
         "seconds": round(time.monotonic() - started),
