@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIM_PORT ?= 8001
 
-.PHONY: run test lint typecheck pytest services browser bootstrap bench fuzz soak clean
+.PHONY: run test lint typecheck pytest services browser kustomize bootstrap bench fuzz soak clean
 
 bootstrap:  ## install uv if missing, then the locked environment
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -15,13 +15,17 @@ run: bootstrap  ## migrate, then serve (demo mode + simulator when GATEWAY_UPSTR
 	$(UV) run --frozen seedance-gateway migrate
 	GATEWAY_DEMO_SIMULATOR_PORT=$${GATEWAY_DEMO_SIMULATOR_PORT:-$(SIM_PORT)} $(UV) run --frozen seedance-gateway serve --host $(HOST) --port $(PORT)
 
-test: bootstrap services browser lint typecheck pytest  ## everything CI runs
+test: bootstrap services browser kustomize lint typecheck pytest  ## everything CI runs
 
 services:  ## start PostgreSQL and Redis if they are not answering
 	@bash scripts/ensure-services.sh
 
 browser:  ## Debian's Chromium for the browser test (Playwright drives it; it downloads no browser)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+kustomize:  ## kubectl (kustomize v4+ inside) renders deploy/k8s for tests/test_deploy.py; this machine kind ships it
+	@command -v kubectl >/dev/null || (apt-get update -qq && apt-get install -y -qq kubectl) \
+	  || { echo "kubectl is needed (kustomize v4+): install it from your distribution or Kubernetes' apt repository"; exit 1; }
 
 lint:
 	$(UV) run --frozen ruff check $(wildcard app tests bench migrations)

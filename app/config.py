@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # Background poller: settles tasks nobody polls, reconciles unknown creates, expires stale ones.
     poller_enabled: bool = True
+    # On SIGTERM: how long in-flight requests may take to finish before they are cut (keep it
+    # under the orchestrator's termination grace period).
+    shutdown_grace_seconds: int = Field(default=25, ge=1, le=3600)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     poll_batch_size: int = Field(default=100, ge=1)
     poll_lease_seconds: float = Field(default=60.0, gt=0)

@@ -79,6 +79,8 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "log_config": None,  # `configure_logging` (below and in each worker) owns logging
         "proxy_headers": False,  # X-Forwarded-For is believed only from GATEWAY_TRUSTED_PROXIES
         "timeout_keep_alive": 15,
+        # SIGTERM: stop accepting, let in-flight requests (a create in particular) finish.
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
     }
 
 

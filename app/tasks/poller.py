@@ -83,6 +83,10 @@ class Poller:
     # Each account's retrieves and list calls, at that account's own rates.
     pacers: Pacers = field(init=False)
     list_pacers: Pacers = field(init=False)
+    # Set when the process is stopping: claimed tasks not yet refreshed are left, their leases
+    # given back at once so another replica's poller takes them without waiting out the lease.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    leased: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.pacers = Pacers(
@@ -102,16 +106,38 @@ class Poller:
             self.config.upstream_qps,
         )
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            started = loop.time()
-            try:
-                await self.run_once()
-            except Exception:
-                logger.exception("poller cycle failed")
-            # Cycles start an interval apart (a cycle that took longer is followed at once).
-            pause = self.config.interval_seconds - (loop.time() - started)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(pause, 0.01))
+        self.stopping = stop
+        try:
+            while not stop.is_set():
+                started = loop.time()
+                try:
+                    await self.run_once()
+                except Exception:
+                    logger.exception("poller cycle failed")
+                # Cycles start an interval apart (a cycle that took longer is followed at once).
+                pause = self.config.interval_seconds - (loop.time() - started)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=max(pause, 0.01))
+        finally:
+            await asyncio.shield(self._give_back_leases())
+
+    async def _give_back_leases(self) -> None:
+        """Claimed tasks this poller did not get to: due again now, for another replica."""
+        if not self.leased:
+            return
+        task_ids, self.leased = list(self.leased), set()
+        try:
+            async with self.sessionmaker() as session:
+                await session.exec(
+                    update(Task)
+                    .where(col(Task.id).in_(task_ids), col(Task.status).in_(OPEN_STATUSES))
+                    .where(col(Task.next_check_at) > utcnow())
+                    .values(next_check_at=utcnow())
+                )
+                await session.commit()
+            logger.info("poller stopping: gave back %d leases", len(task_ids))
+        except Exception:
+            logger.exception("poller stopping: giving back %d leases failed", len(task_ids))
 
     async def run_once(self) -> int:
         """One cycle, if no other replica is in one: returns how many tasks were checked (shown
@@ -150,10 +176,13 @@ class Poller:
 
         async def refresh(task_id: str) -> None:
             async with slots:
+                if self.stopping.is_set():
+                    return  # its lease is given back when the poller stops
                 try:
                     await self._refresh(task_id)
                 except Exception:
                     logger.exception("poller: checking task %s failed", task_id)
+                self.leased.discard(task_id)  # stopping mid-cycle, this one need not be given back
 
         # Retrieves, the list scan for unknown creates and the callbacks due each have their own
         # budget: they run side by side, so none waits for another. Then the callbacks that this
@@ -168,6 +197,8 @@ class Poller:
             self._dispatch(),
         )
         await self._deliver_callbacks()
+        if not self.stopping.is_set():
+            self.leased.clear()  # every claimed task was looked at
         return observed + len(task_ids)
 
     async def _dispatch(self) -> None:
@@ -259,6 +290,7 @@ class Poller:
                 oldest = rows[0][1] if rows and rows[0][1] is not None else now
                 self.metrics.poller_lag.set((now - oldest).total_seconds())
             if task_ids:
+                self.leased.update(task_ids)
                 lease = now + timedelta(seconds=self.config.lease_seconds)
                 await session.exec(
                     update(Task).where(col(Task.id).in_(task_ids)).values(next_check_at=lease)
