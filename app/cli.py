@@ -16,6 +16,7 @@ from app.admin.audit import audited
 from app.admin.schemas import LimitOverrides
 from app.cli_accounts import add_commands as add_account_commands
 from app.cli_billing import add_commands as add_billing_commands
+from app.cli_keys import add_commands as add_key_lifecycle_commands
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import GatewayError
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     key_limits.add_argument("key_id")
     _limit_options(key_limits)
     key_limits.set_defaults(handler=_keys_limits)
+    add_key_lifecycle_commands(key_actions, _with_session)
     worker = commands.add_parser(
         "worker", help="run only the poller and archiver (HTTP only for /metrics and /healthz)"
     )

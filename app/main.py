@@ -48,6 +48,7 @@ from app.openapi import gateway_openapi
 from app.ops.router import router as ops_router
 from app.tasks.router import outputs_router
 from app.tasks.router import router as tasks_router
+from app.tokens.keys_router import router as keys_router
 from app.tokens.router import router as tokens_router
 from app.usage.router import router as usage_router
 
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(accounts_router)
     app.include_router(usage_router)
     app.include_router(tokens_router)
+    app.include_router(keys_router)
     app.include_router(health_router)
     app.include_router(ops_router)
     install_docs(app)

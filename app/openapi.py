@@ -44,7 +44,8 @@ ARK_ERROR = {
 ERROR_MEANINGS = {
     400: "A parameter, the body or the path is not valid",
     401: "No valid credential",
-    403: "Not allowed to this credential (a browser token, or a link that expired)",
+    403: "Not allowed to this credential (a browser token, a link that expired, or a user whose "
+    "keys its admin manages)",
     404: "No such resource (or one of another user's)",
     408: "The body came too slowly",
     409: "The resource's state, or an Idempotency-Key in use, forbids this now",
@@ -97,7 +98,10 @@ def _errors_of(path: str, method: str) -> list[int]:
         codes += [502, 504]
     if _is_output(path):
         codes += [409, 410, 416]
-    if path.startswith(OUTPUTS) or path in ("/gateway/v1/tokens", "/gateway/v1/usage"):
+    if path.startswith((OUTPUTS, "/gateway/v1/keys")) or path in (
+        "/gateway/v1/tokens",
+        "/gateway/v1/usage",
+    ):
         codes.append(403)
     if path.startswith(OUTPUTS):
         codes.remove(401)  # the link is the credential

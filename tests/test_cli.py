@@ -181,3 +181,26 @@ def test_accounts_are_managed_and_their_keys_never_printed(tmp_path: Path) -> No
     assert no_secret.returncode == 1 and "GATEWAY_ACCOUNT_KEYS_SECRET" in no_secret.stderr
     bad = run("accounts", "set", "bp", "--weight", "-1", db=db)
     assert bad.returncode == 1 and bad.stderr.startswith("error: weight")
+
+
+def test_keys_are_rotated_expired_fenced_and_listed_when_expiring(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    run("migrate", db=db)
+    user = json.loads(run("users", "create", "team-k", db=db).stdout)
+    key = json.loads(run("keys", "create", "--user", user["id"], db=db).stdout)
+    rotated = run("keys", "rotate", key["id"], "--grace", "3600", db=db)
+    shown = json.loads(rotated.stdout)
+    assert shown["id"] == key["id"] and shown["key"] != key["key"]
+    assert shown["previous_prefix"] == key["prefix"] and "not shown again" in rotated.stderr
+    listed = run("keys", "expiring", "--days", "1", db=db).stdout
+    assert key["id"] in listed  # its former secret ends within the day
+    expired = run("keys", "expire", key["id"], "--at", "2099-01-01T00:00:00Z", db=db)
+    assert json.loads(expired.stdout)["expires_at"].startswith("2099-01-01")
+    past = run("keys", "expire", key["id"], "--at", "2001-01-01T00:00:00Z", db=db)
+    assert past.returncode != 0 and "future" in past.stderr
+    fenced = run("keys", "networks", key["id"], "10.0.0.0/8,192.168.1.7", db=db)
+    assert json.loads(fenced.stdout)["allowed_networks"] == ["10.0.0.0/8", "192.168.1.7/32"]
+    bad = run("keys", "networks", key["id"], "10.0.0.0/99", db=db)
+    assert bad.returncode != 0 and bad.stderr.startswith("error: allowed_networks")
+    anywhere = run("keys", "networks", key["id"], "any", db=db)
+    assert json.loads(anywhere.stdout)["allowed_networks"] is None

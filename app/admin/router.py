@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -12,12 +13,16 @@ from app.admin.schemas import (
     KeyCreate,
     KeyCreated,
     KeyPublic,
+    KeyRotate,
     KeyUpdate,
     UserCreate,
     UserPublic,
     UserUpdate,
 )
-from app.keys import service
+from app.db import utcnow
+from app.errors import InvalidParameter
+from app.keys import lifecycle, service
+from app.keys.models import ApiKey
 from app.tasks import service as task_service
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -46,10 +51,9 @@ async def get_user(user_id: str, session: AdminSessionDep) -> UserPublic:
 async def update_user(user_id: str, body: UserUpdate, session: AdminSessionDep) -> UserPublic:
     """Rename, disable or re-enable a user, or change the models it may use."""
     changes = body.model_dump(exclude_unset=True)
-    if changes.get("name") is None:
-        changes.pop("name", None)
-    if changes.get("disabled") is None:
-        changes.pop("disabled", None)
+    for name in ("name", "disabled", "self_service_keys"):
+        if changes.get(name) is None:
+            changes.pop(name, None)
     user = await service.update_user(session, user_id=user_id, changes=changes)
     return UserPublic.model_validate(user)
 
@@ -58,8 +62,16 @@ async def update_user(user_id: str, body: UserUpdate, session: AdminSessionDep) 
 async def create_key(user_id: str, body: KeyCreate, session: AdminSessionDep) -> KeyCreated:
     """Issue a key; the plaintext is in this answer and nowhere else, ever."""
     key, plaintext = await service.create_key(
-        session, user_id=user_id, name=body.name, expires_at=body.expires_at
+        session,
+        user_id=user_id,
+        name=body.name,
+        expires_at=body.expires_at,
+        allowed_networks=body.allowed_networks,
     )
+    return _shown_once(key, plaintext)
+
+
+def _shown_once(key: ApiKey, plaintext: str) -> KeyCreated:
     return KeyCreated.model_validate(
         {**KeyPublic.model_validate(key).model_dump(), "key": plaintext}
     )
@@ -75,13 +87,35 @@ async def list_keys(user_id: str, session: AdminSessionDep) -> list[KeyPublic]:
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, body: KeyUpdate, session: AdminSessionDep) -> KeyPublic:
-    """Rename a key or change its limit overrides (null restores the default)."""
+    """Rename a key, change its limit overrides (null restores the default), its expiry (null:
+    never) or the networks it may be used from (null: anywhere)."""
     changes = body.model_dump(exclude_unset=True)
     if changes.get("name") is None:
         changes.pop("name", None)
+    if changes.get("expires_at") is not None and changes["expires_at"] <= utcnow():
+        raise InvalidParameter("expires_at", "must be in the future")
     return KeyPublic.model_validate(
         await service.update_key(session, key_id=key_id, changes=changes)
     )
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(key_id: str, body: KeyRotate, session: AdminSessionDep) -> KeyCreated:
+    """A new secret for the key (shown once), same id, user, name, limits and budgets; the
+    former secret keeps working for `grace_seconds`, then stops everywhere within a second."""
+    key, plaintext = await lifecycle.rotate_key(
+        session, key_id=key_id, grace=timedelta(seconds=body.grace_seconds)
+    )
+    return _shown_once(key, plaintext)
+
+
+@router.get("/keys/expiring")
+async def expiring_keys(
+    session: AdminSessionDep, within_days: Annotated[int, Query(ge=0, le=3650)] = 7
+) -> list[KeyPublic]:
+    """Keys (not revoked) that expire within `within_days`, or whose former secret does."""
+    keys = await lifecycle.expiring_keys(session, within=timedelta(days=within_days))
+    return [KeyPublic.model_validate(key) for key in keys]
 
 
 @router.delete("/keys/{key_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -51,6 +52,20 @@ def _text_only(value: object) -> object:
 InFlight = Annotated[int, Field(ge=0, le=100_000), BeforeValidator(whole)]
 
 
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address or a CIDR range") from None
+
+
+# Addresses or CIDR ranges a key may be used from.
+Networks = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_network)]],
+    Field(min_length=1, max_length=100),
+]
+
+
 # A zoned ISO 8601 text (strict models take no text for datetimes, and no numbers here).
 def _in_utc_range(moment: datetime) -> datetime:
     """A moment is stored in UTC: one that falls outside the years 1-9999 there is refused."""
@@ -90,6 +105,10 @@ class UserUpdate(LimitOverrides):
     name: Name | None = None
     disabled: bool | None = None
     allowed_models: ModelIds | None = None
+    # Whether its keys may manage its keys (`/gateway/v1/keys`), and how many valid ones it
+    # may then hold (null: no maximum).
+    self_service_keys: bool | None = None
+    max_keys: Annotated[int, Field(ge=0, le=10_000), BeforeValidator(whole)] | None = None
 
 
 class UserPublic(BaseModel):
@@ -102,6 +121,8 @@ class UserPublic(BaseModel):
     create_rate_limit: str | None
     read_rate_limit: str | None
     max_tasks_in_flight: int | None
+    self_service_keys: bool
+    max_keys: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -111,10 +132,21 @@ class KeyCreate(BaseModel):
 
     name: Annotated[str, Field(max_length=200, pattern=PRINTABLE)] = ""
     expires_at: Instant | None = None
+    allowed_networks: Networks | None = None
 
 
 class KeyUpdate(LimitOverrides):
     name: Annotated[str, Field(max_length=200, pattern=PRINTABLE)] | None = None
+    # Null: never expires; null networks: usable from anywhere.
+    expires_at: Instant | None = None
+    allowed_networks: Networks | None = None
+
+
+class KeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # How long the former secret keeps working (0: it stops now); at most 30 days.
+    grace_seconds: Annotated[int, Field(ge=0, le=30 * 86_400), BeforeValidator(whole)] = 0
 
 
 class KeyPublic(BaseModel):
@@ -131,6 +163,10 @@ class KeyPublic(BaseModel):
     create_rate_limit: str | None
     read_rate_limit: str | None
     max_tasks_in_flight: int | None
+    allowed_networks: list[str] | None
+    # After a rotation: the former key's prefix, and until when it works.
+    previous_prefix: str | None
+    previous_valid_until: datetime | None
 
 
 class KeyCreated(KeyPublic):

@@ -18,6 +18,7 @@ from app.keys.service import (
 )
 from app.keys.tokens import looks_like_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
+from app.limits.clients import client_address, in_networks
 from app.logs import bind
 from app.middleware import after_success
 from app.resources import Resources, ResourcesDep
@@ -58,6 +59,13 @@ async def current_caller(request: Request, resources: ResourcesDep) -> AuthConte
         except AuthenticationFailed:
             await count_auth_failure(resources, address)
             raise
+    if context.allowed_networks is not None and context.token_id is None:
+        address = client_address(request, resources.trusted_proxies)
+        if not in_networks(address, context.allowed_networks):
+            # A key used from elsewhere is, to its owner, a stolen key: a failed authentication.
+            await refuse_throttled_client(request, resources)
+            await count_auth_failure(resources, address)
+            raise AuthenticationFailed()
     after_success(request, partial(_note_use, resources, context.key_id))
     bind(user_id=context.user_id, key_prefix=context.key_prefix)
     return context

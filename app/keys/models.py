@@ -27,6 +27,10 @@ class User(SQLModel, table=True):
     max_tasks_in_flight: int | None = Field(default=None, ge=0)
     # The price plan it is charged by (None: charged at cost).
     plan_id: int | None = Field(default=None, foreign_key="price_plans.id")
+    # Whether its keys may list, create (up to `max_keys` valid ones) and revoke its own keys
+    # through `/gateway/v1/keys`.
+    self_service_keys: bool = Field(default=False)
+    max_keys: int | None = Field(default=None, ge=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -41,6 +45,12 @@ class ApiKey(SQLModel, table=True):
     name: str = Field(default="", max_length=200)
     prefix: str = Field(max_length=16)
     key_hash: str = Field(max_length=64, unique=True)
+    # After a rotation: the former key's hash and prefix, valid until `previous_valid_until`.
+    previous_hash: str | None = Field(default=None, max_length=64, unique=True, index=True)
+    previous_prefix: str | None = Field(default=None, max_length=16)
+    previous_valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # CIDRs the key may be used from (None: anywhere); elsewhere it is a failed authentication.
+    allowed_networks: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

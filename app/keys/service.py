@@ -17,6 +17,7 @@ from app.errors import AuthenticationFailed, Conflict, InvalidParameter, NotFoun
 from app.ids import new_secret_key
 from app.keys.models import ApiKey, User
 from app.keys.tokens import BrowserToken
+from app.limits.clients import Network, parse_networks
 from app.ttl_cache import TtlCache
 
 PREFIX_CHARS = 12
@@ -45,6 +46,10 @@ class AuthContext:
     token_id: str | None = None
     token_max_tasks: int | None = None
     plan_id: int | None = None  # the user's price plan (what it is charged)
+    # Where the key may be used from (None: anywhere); a browser token acting for it is not
+    # bound (browsers are wherever their users are).
+    allowed_networks: tuple[Network, ...] | None = None
+    self_service_keys: bool = False  # whether it may manage its user's keys
 
     def for_token(self, token: BrowserToken) -> AuthContext:
         """This key's context as narrowed by one of its browser tokens."""
@@ -143,7 +148,12 @@ async def update_user(session: AsyncSession, *, user_id: str, changes: dict[str,
 
 
 async def create_key(
-    session: AsyncSession, *, user_id: str, name: str = "", expires_at: datetime | None = None
+    session: AsyncSession,
+    *,
+    user_id: str,
+    name: str = "",
+    expires_at: datetime | None = None,
+    allowed_networks: list[str] | None = None,
 ) -> tuple[ApiKey, str]:
     """Issue a key for a user; returns the row and the plaintext, which is never stored."""
     await get_user(session, user_id=user_id)
@@ -156,6 +166,7 @@ async def create_key(
         prefix=plaintext[:PREFIX_CHARS],
         key_hash=hash_key(plaintext),
         expires_at=expires_at,
+        allowed_networks=allowed_networks,
     )
     session.add(key)
     await session.commit()
@@ -201,7 +212,8 @@ async def authenticate(session: AsyncSession, *, plaintext: str, cache: AuthCach
     cached = cache.get(key_hash)
     if cached is not None:
         return cached
-    context = await _valid_key(session, col(ApiKey.key_hash) == key_hash)
+    where = or_(col(ApiKey.key_hash) == key_hash, col(ApiKey.previous_hash) == key_hash)
+    context = await _valid_key(session, where, presented=key_hash)
     cache.put(key_hash, context)
     return context
 
@@ -228,7 +240,11 @@ async def authenticate_by_id(
     return context
 
 
-async def _valid_key(session: AsyncSession, where: ColumnElement[bool]) -> AuthContext:
+async def _valid_key(
+    session: AsyncSession, where: ColumnElement[bool], *, presented: str | None = None
+) -> AuthContext:
+    """The context of the key `where` finds, if valid; `presented` is the hash shown, which
+    may be a rotated key's former one (valid until its grace ends)."""
     row = (
         await session.exec(
             select(ApiKey, User).join(User, col(User.id) == col(ApiKey.user_id)).where(where)
@@ -237,22 +253,28 @@ async def _valid_key(session: AsyncSession, where: ColumnElement[bool]) -> AuthC
     if row is None:
         raise AuthenticationFailed()
     key, user = row
+    now = utcnow()
+    former = presented is not None and presented != key.key_hash
     if (
         key.revoked_at is not None
         or user.disabled
-        or (key.expires_at and key.expires_at <= utcnow())
+        or (key.expires_at and key.expires_at <= now)
+        or (former and not (key.previous_valid_until and key.previous_valid_until > now))
     ):
         raise AuthenticationFailed()
+    networks = key.allowed_networks
     return AuthContext(
         key_id=key.id,
         user_id=user.id,
-        key_prefix=key.prefix,
+        key_prefix=(key.previous_prefix or "") if former else key.prefix,
         allowed_models=user.allowed_models,
         create_rate_limit=key.create_rate_limit or user.create_rate_limit,
         read_rate_limit=key.read_rate_limit or user.read_rate_limit,
         key_max_in_flight=key.max_tasks_in_flight,
         user_max_in_flight=user.max_tasks_in_flight,
         plan_id=user.plan_id,
+        allowed_networks=None if networks is None else tuple(parse_networks(networks)),
+        self_service_keys=user.self_service_keys,
     )
 
 

@@ -29,6 +29,11 @@ def client_address(request: Request, trusted: Sequence[Network]) -> str:
     return hops[0] if hops else peer
 
 
+def in_networks(address: str, networks: Sequence[Network]) -> bool:
+    """Whether an address lies in one of the networks (an unparsable one in none)."""
+    return _is_trusted(address, networks)
+
+
 def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
