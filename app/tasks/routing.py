@@ -2,10 +2,12 @@
 
 A create is sent to the best account with a create left this minute (every replica's, counted
 in Redis): no account is sent more creates than its `creates_per_minute`. When none has one,
-the client gets a 429 before anything is written. The create moves to the next account only
-when the last certainly did not create it (refused before sending, a 429, its key refused).
-Anything else (a 5xx, a timeout, an unreadable answer) stays on that account, to be reconciled
-there.
+the client gets a 429 before anything is written. (A pool of one, without the queue, skips the
+count: that account's own 429 says it, and the hot path keeps its one Redis trip.)
+
+The create moves to the next account only when the last certainly did not create it (refused
+before sending, a 429, its key refused). Anything else (a 5xx, a timeout, an unreadable answer)
+stays on that account, to be reconciled there.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ async def account_routes(resources: Resources, *, model: str) -> list[PoolAccoun
             code="ServiceUnavailable.NoUpstreamAccount",
             retry_after=10,
         )
+    if len(routes) == 1 and not queue_on:
+        return routes  # a lone account's own 429 says when it is out of creates (no Redis trip)
     for index, account in enumerate(routes):
         if await _has_create_room(resources, account):
             return routes[index:]

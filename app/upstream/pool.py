@@ -5,9 +5,8 @@ Routing: a create goes to an account that serves its model, is active and health
 under its queued maximum. Among those, an account where the task starts at once (fewer open
 tasks of the model than its `running_per_model`) comes first; then the one with the fewest open
 tasks per unit of weight, then the least full, then by id. Accounts of weight 0 are standbys:
-tried after all the others. Its creates per
-minute are checked as it is tried (`app.tasks.routing`). Every later call for a task goes to the
-account that created it.
+tried after all the others. Creates per minute are checked as an account is chosen
+(`app.tasks.routing`). Every later call for a task goes to the account that created it.
 Accounts are read from the database at most once a `refresh_seconds`, so an account added,
 drained, rotated or taken out of rotation on one replica is seen by all within that time.
 
@@ -212,7 +211,7 @@ class UpstreamPool:
     def refresh_rate(self, account_id: str, base: str) -> str:
         """The client refreshes a second an account allows, `base` being an account of 20's."""
         found = self.accounts.get(account_id)
-        if found is None:
+        if found is None or found.retrieve_share == 1:
             return base
         return ";".join(
             f"{max(1, int(item.amount * found.retrieve_share))} per {item.multiples} "
