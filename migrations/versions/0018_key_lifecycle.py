@@ -25,9 +25,7 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("previous_hash", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("previous_prefix", sa.String(length=16), nullable=True))
-        batch.add_column(
-            sa.Column("previous_valid_until", app.db.UTCDateTime(), nullable=True)
-        )
+        batch.add_column(sa.Column("previous_valid_until", app.db.UTCDateTime(), nullable=True))
         batch.add_column(sa.Column("allowed_networks", sa.JSON(), nullable=True))
     op.create_index("ix_api_keys_previous_hash", "api_keys", ["previous_hash"], unique=True)
     with op.batch_alter_table("users") as batch:
