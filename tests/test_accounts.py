@@ -204,6 +204,9 @@ async def test_master_keys_are_stored_encrypted_and_never_shown(
         "/admin/v1/accounts/b/key", headers=admin_headers, json={"api_key": "new-" + KEY_B}
     )
     assert rotated.status_code == 200 and "new-" + KEY_B not in rotated.text
+    audit = await gateway.client.get("/admin/v1/audit?entity=account", headers=admin_headers)
+    assert {entry["entity_id"] for entry in audit.json()} >= {"b", "c"}
+    assert "gAAAA" not in audit.text and "key_ciphertext" not in audit.text
     missing = await gateway.client.post(
         "/admin/v1/accounts",
         headers=admin_headers,

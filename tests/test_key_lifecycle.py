@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.keys.service import hash_key
 from tests.conftest import ADMIN_TOKEN, Gateway
 from tests.helpers import TASKS, body, database_rows
 
@@ -54,8 +55,11 @@ async def test_a_rotated_key_keeps_its_id_limits_and_tasks_and_the_old_one_stops
         assert await status(replica, old) == 200 and await status(replica, new) == 200
     # The task made with the former secret is the same key's: the new one sees it.
     assert (await second.as_user(new).get(f"{TASKS}/{task_id}")).status_code == 200
-    stored = repr(await database_rows(first.app))
-    assert old not in stored and new not in stored  # hashes only
+    rows = await database_rows(first.app)
+    assert old not in repr(rows) and new not in repr(rows)  # hashes only
+    audit = repr(rows["audit_log"])  # the rotation is audited, its hashes are not
+    assert "previous_valid_until" in audit
+    assert hash_key(old) not in audit and hash_key(new) not in audit
 
     ends = datetime.fromisoformat(shown["previous_valid_until"])
     await asyncio.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()))
@@ -152,6 +156,8 @@ async def test_a_user_manages_its_own_keys_only_when_allowed_and_within_its_maxi
     assert mine["user_id"] == user["id"] and "key" not in mine and "key_hash" not in mine
     made = await client.post(KEYS, json={"name": "ci"})
     assert made.status_code == 201 and made.json()["name"] == "ci"
+    entries = (await gateway.client.get("/admin/v1/audit?entity=key", headers=ADMIN)).json()
+    assert entries[0]["actor"] == f"key:{mine['id']}" and entries[0]["action"] == "create"
     second_key = made.json()["key"]
     assert await status(gateway, second_key) == 200
     before = await database_rows(gateway.app)

@@ -1,10 +1,11 @@
-"""The audit log: every change an admin makes (admin API or CLI) to users, keys, prices and
-budgets, with who, from where, when, and the values before and after.
+"""The audit log: every change an admin makes (admin API or CLI) to users, keys, prices,
+budgets and upstream accounts, and a user makes to its own keys, with who, from where, when,
+and the values before and after.
 
 A session an admin acts through carries the actor (`audited`); when it flushes, each new,
 changed or deleted row of an audited table adds an entry to the same transaction, so an action
 that fails (and rolls back) leaves none, and no path that changes these rows can skip it. A key's
-hash is never recorded (its plaintext is never on the row at all).
+hashes and an account's encrypted master key are never recorded (plaintexts are never on a row).
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import GatewaySession, UTCDateTime, utcnow
 from app.keys.models import ApiKey, User
+from app.upstream.accounts import UpstreamAccount
 from app.usage.models import Budget, Price
 
-AUDITED: dict[type[SQLModel], str] = {User: "user", ApiKey: "key", Price: "price", Budget: "budget"}
-NEVER_RECORDED = frozenset({"key_hash"})
+AUDITED: dict[type[SQLModel], str] = {
+    User: "user",
+    ApiKey: "key",
+    Price: "price",
+    Budget: "budget",
+    UpstreamAccount: "account",
+}
+# Secrets, even hashed or encrypted: a key's hashes, an account's master key.
+NEVER_RECORDED = frozenset({"key_hash", "previous_hash", "key_ciphertext"})
 _ACTOR, _ADDRESS = "audit_actor", "audit_address"
 
 

@@ -134,7 +134,7 @@ async def task_detail(task_id: str, session: AdminSessionDep) -> dict[str, Any]:
 @router.get("/audit")
 async def audit_log(
     session: AdminSessionDep,
-    entity: Literal["user", "key", "price", "budget"] | None = None,
+    entity: Literal["user", "key", "price", "budget", "account"] | None = None,
     entity_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:

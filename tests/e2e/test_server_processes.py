@@ -176,7 +176,7 @@ def _worker_settles_and_counts(stack: Stack) -> None:
             finished = float(found.group(1)) if found else 0.0
         assert finished == 1.0, created
         assert re.search(r"sgw_poller_cycle_seconds_count \d+", text)
-        assert 'sgw_upstream_calls_total{call="list",status="200"}' in text
+        assert 'sgw_upstream_calls_total{account="default",call="list",status="200"}' in text
     finally:
         worker.stop()
 
