@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.admin.schemas import KeyPublic, KeyUpdate
+from app.admin.schemas import KeyCreated, KeyPublic, KeyUpdate
 from app.config import Settings
 from app.keys import lifecycle, service
 
@@ -41,7 +41,7 @@ def _rotate(args: argparse.Namespace, settings: Settings, with_session: Any) -> 
     key, plaintext = with_session(
         settings, lambda s: lifecycle.rotate_key(s, key_id=args.key_id, grace=grace)
     )
-    _print({**KeyPublic.model_validate(key).model_dump(mode="json"), "key": plaintext})
+    _print(KeyCreated.shown_once(key, plaintext).model_dump(mode="json"))
     print("Store this key now: it is not shown again.", file=sys.stderr)
 
 

@@ -22,7 +22,6 @@ from app.admin.schemas import (
 from app.db import utcnow
 from app.errors import InvalidParameter
 from app.keys import lifecycle, service
-from app.keys.models import ApiKey
 from app.tasks import service as task_service
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -68,13 +67,7 @@ async def create_key(user_id: str, body: KeyCreate, session: AdminSessionDep) ->
         expires_at=body.expires_at,
         allowed_networks=body.allowed_networks,
     )
-    return _shown_once(key, plaintext)
-
-
-def _shown_once(key: ApiKey, plaintext: str) -> KeyCreated:
-    return KeyCreated.model_validate(
-        {**KeyPublic.model_validate(key).model_dump(), "key": plaintext}
-    )
+    return KeyCreated.shown_once(key, plaintext)
 
 
 @router.get("/users/{user_id}/keys")
@@ -106,7 +99,7 @@ async def rotate_key(key_id: str, body: KeyRotate, session: AdminSessionDep) -> 
     key, plaintext = await lifecycle.rotate_key(
         session, key_id=key_id, grace=timedelta(seconds=body.grace_seconds)
     )
-    return _shown_once(key, plaintext)
+    return KeyCreated.shown_once(key, plaintext)
 
 
 @router.get("/keys/expiring")

@@ -170,6 +170,11 @@ class KeyPublic(BaseModel):
 
 
 class KeyCreated(KeyPublic):
-    """Returned once, at creation: the only time the plaintext key is shown."""
+    """Returned once, at creation or rotation: the only time the plaintext key is shown."""
 
     key: str
+
+    @classmethod
+    def shown_once(cls, row: object, plaintext: str) -> KeyCreated:
+        """The key's public fields and, this once, its plaintext."""
+        return cls.model_validate({**KeyPublic.model_validate(row).model_dump(), "key": plaintext})

@@ -50,9 +50,7 @@ async def create_own_key(
         expires_at=body.expires_at,
         networks=body.allowed_networks,
     )
-    return KeyCreated.model_validate(
-        {**KeyPublic.model_validate(key).model_dump(), "key": plaintext}
-    )
+    return KeyCreated.shown_once(key, plaintext)
 
 
 @router.delete("/{key_id}")
