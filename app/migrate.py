@@ -6,11 +6,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from app.db import create_engine
 
 ROOT = Path(__file__).resolve().parent.parent
+# Held (PostgreSQL, for the transaction) while migrating: replicas, workers and the release's
+# migration Job start together, and each migrates at start; one does, the others then find the
+# schema at head.
+MIGRATION_LOCK = 0x5347_4D49  # "SGMI"
 
 
 def alembic_config(url: str) -> Config:
@@ -26,6 +31,9 @@ async def upgrade_to_head(url: str, *, revision: str = "head") -> None:
     engine = create_engine(url, timeout_seconds=600, sqlite_foreign_keys=False)  # may take long
     try:
         async with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                lock = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=MIGRATION_LOCK)
+                await connection.execute(lock)
             await connection.run_sync(_upgrade, alembic_config(url), revision)
     finally:
         await engine.dispose()

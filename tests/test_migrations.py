@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -11,6 +15,8 @@ from sqlalchemy import text
 from app.db import create_engine
 from app.migrate import upgrade_to_head
 from app.models import metadata
+from tests.e2e.processes import ROOT, clean_env
+from tests.scratch_db import scratch_postgres
 
 
 async def test_models_and_migrations_agree(database_url: str) -> None:
@@ -90,3 +96,24 @@ async def test_the_daily_rollup_is_filled_from_the_ledger_that_came_before(tmp_p
         ("2026-11-01", 2, 170, 425),
         ("2026-11-02", 1, 70, 175),
     ]
+
+
+async def test_replicas_migrating_at_once_all_start(tmp_path: Path) -> None:
+    """Pods of a release start together and each migrates: one does, the others wait for it
+    and find the schema at head (a PostgreSQL advisory lock around the upgrade)."""
+    async with scratch_postgres(f"sgw_migrate_race_{os.getpid()}") as url:
+        env = clean_env(GATEWAY_DATABASE_URL=url)
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "app", "migrate"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        outputs = [racer.communicate(timeout=120)[0] for racer in racers]
+        assert [racer.returncode for racer in racers] == [0, 0, 0], outputs
+        assert all("database at head" in output for output in outputs)
