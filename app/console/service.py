@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from prometheus_client import Counter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.resources import Resources
@@ -84,12 +86,7 @@ async def overview(session: AsyncSession, resources: Resources, *, now: datetime
 def _refusals(resources: Resources) -> dict[str, int]:
     """429s by code, as this process's metrics have counted them (a refused request writes
     nothing, so no replica-wide record of them exists but the metrics scrape)."""
-    counts: dict[str, int] = {}
-    for family in resources.metrics.refusals.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_total") and sample.value:
-                counts[sample.labels["code"]] = int(sample.value)
-    return counts
+    return {labels["code"]: count for labels, count in _counted(resources.metrics.refusals)}
 
 
 def chart(rows: list[DailyCost]) -> dict[str, Any]:
@@ -162,8 +159,14 @@ async def accounts(
 def _calls_by_account(resources: Resources) -> dict[str, dict[str, int]]:
     """Upstream calls by account and kind, from this process's metrics."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for family in resources.metrics.upstream_calls.collect():
+    for labels, count in _counted(resources.metrics.upstream_calls):
+        counts[labels["account"]][labels["call"]] += count
+    return counts
+
+
+def _counted(counter: Counter) -> Iterator[tuple[dict[str, str], int]]:
+    """A counter's non-zero totals in this process, with their labels."""
+    for family in counter.collect():
         for sample in family.samples:
             if sample.name.endswith("_total") and sample.value:
-                counts[sample.labels["account"]][sample.labels["call"]] += int(sample.value)
-    return counts
+                yield sample.labels, int(sample.value)

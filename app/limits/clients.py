@@ -18,25 +18,21 @@ def parse_networks(entries: Sequence[str]) -> list[Network]:
 def client_address(request: Request, trusted: Sequence[Network]) -> str:
     """The peer address; behind trusted proxies, the nearest untrusted hop of X-Forwarded-For."""
     peer = request.client.host if request.client else "unknown"
-    if not trusted or not _is_trusted(peer, trusted):
+    if not trusted or not in_networks(peer, trusted):
         return peer
     hops = [
         hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()
     ]
     for hop in reversed(hops):
-        if not _is_trusted(hop, trusted):
+        if not in_networks(hop, trusted):
             return hop
     return hops[0] if hops else peer
 
 
 def in_networks(address: str, networks: Sequence[Network]) -> bool:
     """Whether an address lies in one of the networks (an unparsable one in none)."""
-    return _is_trusted(address, networks)
-
-
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in trusted)
+    return any(ip in network for network in networks)
