@@ -124,7 +124,9 @@ def test_every_line_about_a_request_says_which_in_both_formats(
 
 
 def test_metrics_add_up_every_workers_requests(stack: Stack) -> None:
-    gateway = stack.start_gateway("--workers", "2")
+    # About metrics, not the failed-auth throttle: its per-process count (no Redis here) would
+    # refuse a worker that happened to take more than 20 of the 401s below.
+    gateway = stack.start_gateway("--workers", "2", GATEWAY_AUTH_FAILURE_LIMIT="1000/minute")
     wait_for_workers(gateway, 2)
     usage = "/gateway/v1/usage"
     with httpx.Client(base_url=gateway.url) as client:
