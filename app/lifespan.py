@@ -13,7 +13,8 @@ import httpx
 from app.alerts import raise_alert
 from app.coalesce import Coalescer
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker, utcnow
+from app.db import create_engine, create_sessionmaker, is_sqlite, utcnow
+from app.db_direct import direct_statements
 from app.keys.service import AuthCache
 from app.keys.tokens import TokenSigner
 from app.limits.clients import parse_networks
@@ -43,10 +44,12 @@ async def open_resources(
     callback_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Resources]:
     """Engine, upstream client and caches for one process; closed on exit."""
+    # On PostgreSQL the pool is split: half for the request paths' direct statements, the rest
+    # for sessions, plus one that the poller holds for its turn (`exclusive_turn`).
+    direct_size = 0 if is_sqlite(settings.database_url) else settings.database_pool_size // 2
     engine = create_engine(
         settings.database_url,
-        # One more than requests may use: the poller holds one for its turn (`exclusive_turn`).
-        pool_size=settings.database_pool_size + 1,
+        pool_size=max(1, settings.database_pool_size - direct_size) + 1,
         timeout_seconds=settings.database_timeout_seconds,
     )
     http = create_http_client(
@@ -126,27 +129,34 @@ async def open_resources(
         key_prefix=settings.redis_key_prefix,
         timeout_seconds=settings.redis_timeout_seconds,
     )
+    autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        yield Resources(
-            settings=settings,
-            engine=engine,
-            autocommit_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
-            sessionmaker=sessionmaker,
-            upstream=pool,
-            callbacks=callbacks,
-            downloads=downloads,
-            store=open_store(settings),
-            auth_cache=AuthCache(settings.auth_cache_seconds),
-            token_signer=TokenSigner(settings.token_signing_secrets()),
-            # The same ≤ 1 s bound as keys: a deletion on another replica shows within it.
-            finished_tasks=TtlCache(settings.auth_cache_seconds),
-            prices=TtlCache(settings.auth_cache_seconds),
-            budgets=TtlCache(settings.auth_cache_seconds),
-            refreshes=Coalescer(),
-            limiter=limiter,
-            metrics=metrics,
-            trusted_proxies=parse_networks(settings.trusted_proxies),
-        )
+        async with direct_statements(
+            autocommit_engine,
+            pool_size=max(1, direct_size),
+            timeout_seconds=settings.database_timeout_seconds,
+        ) as statements:
+            yield Resources(
+                settings=settings,
+                engine=engine,
+                autocommit_engine=autocommit_engine,
+                statements=statements,
+                sessionmaker=sessionmaker,
+                upstream=pool,
+                callbacks=callbacks,
+                downloads=downloads,
+                store=open_store(settings),
+                auth_cache=AuthCache(settings.auth_cache_seconds),
+                token_signer=TokenSigner(settings.token_signing_secrets()),
+                # The same ≤ 1 s bound as keys: a deletion on another replica shows within it.
+                finished_tasks=TtlCache(settings.auth_cache_seconds),
+                prices=TtlCache(settings.auth_cache_seconds),
+                budgets=TtlCache(settings.auth_cache_seconds),
+                refreshes=Coalescer(),
+                limiter=limiter,
+                metrics=metrics,
+                trusted_proxies=parse_networks(settings.trusted_proxies),
+            )
     finally:
         await pool.close()
         await limiter.close()

@@ -26,6 +26,7 @@ from app.admin.billing_router import router as billing_router
 from app.admin.router import router as admin_router
 from app.config import Settings
 from app.console.router import install_console
+from app.db_direct import DRIVER_UNAVAILABLE
 from app.docs import install_docs
 from app.errors import (
     GatewayError,
@@ -143,6 +144,7 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     sa_exc.TimeoutError,
     OSError,
     TimeoutError,
+    *DRIVER_UNAVAILABLE,
 )
 
 

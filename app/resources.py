@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.coalesce import Coalescer
 from app.config import Settings
+from app.db_direct import DirectStatements
 from app.keys.service import AuthCache
 from app.keys.tokens import TokenSigner
 from app.limits.clients import Network
@@ -30,6 +31,8 @@ class Resources:
     engine: AsyncEngine
     # The same pool, for reads that need no transaction (no BEGIN and ROLLBACK round trips).
     autocommit_engine: AsyncEngine
+    # The request hot paths' statements (asyncpg directly, on PostgreSQL).
+    statements: DirectStatements
     sessionmaker: async_sessionmaker[AsyncSession]
     # Every upstream account's client; a task's calls go to its own account's.
     upstream: UpstreamPool

@@ -219,7 +219,7 @@ async def my_page(
         return to("/console")
     query = TaskListQuery.model_validate({"page_num": 1, "page_size": 50})
     total, tasks = await repository.task_page(
-        resources.autocommit_engine, user_id=me.user_id, token_id=None, query=query
+        resources.statements, user_id=me.user_id, token_id=None, query=query
     )
     usage = await self_service_usage(session, user_id=me.user_id, key_id=me.key_id)
     shown = json.dumps(usage, default=str, indent=2)  # escaped by the template

@@ -150,7 +150,7 @@ async def _record(
             # release (expired, it is free to reuse whatever happens next).
             await session.commit()
             refused = await repository.record_create(
-                resources.autocommit_engine,
+                resources.statements,
                 task=task,
                 reserve=reservation,
                 caps=caps,
@@ -231,7 +231,7 @@ async def _record_created(resources: Resources, *, task: Task, upstream_id: str)
     """The upstream made the task: it is queued (its answer is a fresh observation)."""
     if task.callback_url is None:  # nothing to queue with the move: one statement suffices
         await repository.store_created(
-            resources.autocommit_engine, task_id=task.id, upstream_id=upstream_id, now=utcnow()
+            resources.statements, task_id=task.id, upstream_id=upstream_id, now=utcnow()
         )
         return
     async with resources.sessionmaker() as session:

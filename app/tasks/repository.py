@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
+from app.db_direct import DirectStatements
 from app.limits.inflight import GLOBAL_CREATE_LOCK
 from app.tasks.models import (
     OPEN_STATUSES,
@@ -148,14 +149,12 @@ def _record(row: Sequence[Any]) -> TaskRecord:
 
 
 async def visible_task(
-    engine: AsyncEngine, *, task_id: str, user_id: str, token_id: str | None
+    statements: DirectStatements, *, task_id: str, user_id: str, token_id: str | None
 ) -> TaskRecord | None:
     """The task as a client may see it (its user's, made with its token if it holds one; not
     deleted, not internal), or None."""
     params = {"task_id": task_id, "user_id": user_id, "token_id": token_id}
-    async with engine.connect() as connection:
-        result = await connection.execute(_VISIBLE_TASK, params)
-        row = result.first()
+    row = await statements.first(_VISIBLE_TASK, params)
     return None if row is None else _record(row)
 
 
@@ -171,10 +170,9 @@ async def open_counts(engine: AsyncEngine) -> dict[str, int]:
     return {str(status): int(count) for status, count in rows}
 
 
-async def linked_task(engine: AsyncEngine, *, task_id: str) -> TaskRecord | None:
+async def linked_task(statements: DirectStatements, *, task_id: str) -> TaskRecord | None:
     """The task a signed link names (not deleted, not internal), whoever owns it; or None."""
-    async with engine.connect() as connection:
-        row = (await connection.execute(_LINKED_TASK, {"task_id": task_id})).first()
+    row = await statements.first(_LINKED_TASK, {"task_id": task_id})
     return None if row is None else _record(row)
 
 
@@ -212,16 +210,14 @@ async def archived_output(engine: AsyncEngine, *, task_id: str, frame: bool) -> 
 
 
 async def store_created(
-    engine: AsyncEngine, *, task_id: str, upstream_id: str, now: datetime
+    statements: DirectStatements, *, task_id: str, upstream_id: str, now: datetime
 ) -> bool:
     """Record that the upstream created a `submitting` task, with its timeline entry; False if
     it had moved on."""
     params = {"task_id": task_id, "created_upstream_id": upstream_id, "now": now}
-    if engine.dialect.name == "postgresql":
-        async with engine.connect() as connection:
-            result = await connection.execute(_STORE_CREATED_WITH_EVENT, params)
-        return bool(result.rowcount == 1)
-    async with engine.begin() as connection:
+    if statements.on_postgresql:
+        return await statements.affected(_STORE_CREATED_WITH_EVENT, params) == 1
+    async with statements.engine.begin() as connection:
         result = await connection.execute(_STORE_CREATED, params)
         if result.rowcount != 1:
             return False
@@ -238,7 +234,7 @@ async def store_created(
 
 
 async def record_create(
-    engine: AsyncEngine,
+    statements: DirectStatements,
     *,
     task: Task,
     reserve: LedgerEntry,
@@ -260,8 +256,7 @@ async def record_create(
         "gateway_cap": caps["Gateway"],
         "token_cap": token_cap,
     }
-    async with engine.connect() as connection:
-        refused = (await connection.execute(_RECORD_CREATE, params)).scalar_one()
+    refused = await statements.scalar(_RECORD_CREATE, params)
     return None if refused is None else str(refused)
 
 
@@ -272,7 +267,7 @@ def _row_json(row: SQLModel) -> str:
 
 
 async def task_page(
-    engine: AsyncEngine, *, user_id: str, token_id: str | None, query: TaskListQuery
+    statements: DirectStatements, *, user_id: str, token_id: str | None, query: TaskListQuery
 ) -> tuple[int, list[TaskRecord]]:
     """One page of the user's visible tasks (those of the token, if one is given), newest
     first, and how many there are in all."""
@@ -287,13 +282,11 @@ async def task_page(
         "offset": (query.page_num - 1) * query.page_size,
         "limit": query.page_size,
     }
-    async with engine.connect() as connection:
-        rows = (await connection.execute(_PAGES[shape], params)).all()
-        if rows:
-            return int(rows[0][-1]), [_record(row) for row in rows]
-        # Past the last page (or nothing at all): the total still counts.
-        total = (await connection.execute(_COUNTS[shape], params)).scalar_one()
-        return int(total), []
+    rows = await statements.rows(_PAGES[shape], params)
+    if rows:
+        return int(rows[0][-1]), [_record(row) for row in rows]
+    # Past the last page (or nothing at all): the total still counts.
+    return int(await statements.scalar(_COUNTS[shape], params)), []
 
 
 def _filtered(statement: Select[Any], shape: tuple[bool, bool, bool]) -> Select[Any]:

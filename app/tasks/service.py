@@ -108,7 +108,7 @@ async def visible_record(resources: Resources, *, auth: AuthContext, task_id: st
     """The task as the caller may see it, from the database; else the 404 of an unknown id."""
     record = (
         await repository.visible_task(
-            resources.autocommit_engine,
+            resources.statements,
             task_id=task_id,
             user_id=auth.user_id,
             token_id=auth.token_id,
@@ -123,7 +123,7 @@ async def visible_record(resources: Resources, *, auth: AuthContext, task_id: st
 
 async def linked_record(resources: Resources, *, task_id: str) -> TaskRecord:
     """The task a signed link names; the 404 of an unknown id if it is gone."""
-    record = await repository.linked_task(resources.autocommit_engine, task_id=task_id)
+    record = await repository.linked_task(resources.statements, task_id=task_id)
     if record is None:
         raise _not_found(task_id)
     return record
@@ -164,7 +164,7 @@ async def list_tasks(
 ) -> dict[str, Any]:
     """The caller's user's tasks from the database, newest first, filtered and paged as upstream."""
     total, records = await repository.task_page(
-        resources.autocommit_engine, user_id=auth.user_id, token_id=auth.token_id, query=query
+        resources.statements, user_id=auth.user_id, token_id=auth.token_id, query=query
     )
     links = output_links(resources, base_url)
     return {"total": total, "items": [public_view(record, links) for record in records]}
