@@ -53,7 +53,6 @@ async def login_page(request: Request) -> HTMLResponse:
 async def login(
     request: Request,
     resources: ResourcesDep,
-    session: SessionDep,
     credential: Annotated[str, Form(max_length=512)],
 ) -> Response:
     """Sign in; a wrong credential counts towards the failed-auth throttle, like on the API."""
@@ -71,7 +70,7 @@ async def login(
             if looks_like_token(credential):
                 raise AuthenticationFailed()
             auth = await keys.authenticate(
-                session, plaintext=credential, cache=resources.auth_cache
+                resources.statements, plaintext=credential, cache=resources.auth_cache
             )
         except AuthenticationFailed:
             await count_auth_failure(resources, address)
@@ -231,13 +230,12 @@ async def my_video(
     request: Request,
     task_id: str,
     me: ConsoleDep,
-    session: SessionDep,
     resources: ResourcesDep,
     range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
 ) -> StreamingResponse:
     """A user's own task's video, for the page's `<video>` (byte ranges, as the API)."""
     auth = await keys.authenticate_by_id(
-        session, key_id=me.key_id or "", cache=resources.auth_cache
+        resources.statements, key_id=me.key_id or "", cache=resources.auth_cache
     )
     download = await content.task_content(
         resources=resources,

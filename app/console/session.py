@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.errors import AccessDenied
 from app.keys.service import authenticate_by_id
@@ -95,9 +94,8 @@ async def current_session(request: Request, resources: ResourcesDep) -> ConsoleS
         key_id=payload.get("k"),
     )
     if session.role == "user":
-        async with resources.sessionmaker() as db:
-            if session.key_id is None or await _key_is_gone(db, resources, session.key_id):
-                raise SignInRequired()
+        if session.key_id is None or await _key_is_gone(resources, session.key_id):
+            raise SignInRequired()
     elif session.role != "admin" or not _same_admin_token(payload, resources):
         raise SignInRequired()
     return session
@@ -108,9 +106,9 @@ def _same_admin_token(payload: dict[str, Any], resources: Resources) -> bool:
     return mark is not None and secrets.compare_digest(str(payload.get("a")), mark)
 
 
-async def _key_is_gone(db: AsyncSession, resources: Resources, key_id: str) -> bool:
+async def _key_is_gone(resources: Resources, key_id: str) -> bool:
     try:
-        await authenticate_by_id(db, key_id=key_id, cache=resources.auth_cache)
+        await authenticate_by_id(resources.statements, key_id=key_id, cache=resources.auth_cache)
     except Exception:
         return True
     return False

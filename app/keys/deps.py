@@ -46,16 +46,15 @@ async def current_caller(request: Request, resources: ResourcesDep) -> AuthConte
         address = await refuse_throttled_client(request, resources)
         try:
             credential = bearer_token(request)
-            async with resources.sessionmaker() as session:
-                if looks_like_token(credential):
-                    token = resources.token_signer.verify(credential)
-                    context = await authenticate_token(
-                        session, token=token, cache=resources.auth_cache
-                    )
-                else:
-                    context = await authenticate(
-                        session, plaintext=credential, cache=resources.auth_cache
-                    )
+            if looks_like_token(credential):
+                token = resources.token_signer.verify(credential)
+                context = await authenticate_token(
+                    resources.statements, token=token, cache=resources.auth_cache
+                )
+            else:
+                context = await authenticate(
+                    resources.statements, plaintext=credential, cache=resources.auth_cache
+                )
         except AuthenticationFailed:
             await count_auth_failure(resources, address)
             raise

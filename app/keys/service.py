@@ -7,15 +7,18 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import utcnow
+from app.db_direct import DirectStatements
 from app.errors import AuthenticationFailed, Conflict, InvalidParameter, NotFound
 from app.ids import new_secret_key
+from app.keys import repository
 from app.keys.models import ApiKey, User
+from app.keys.repository import KeyRow
 from app.keys.tokens import BrowserToken
 from app.limits.clients import Network, parse_networks
 from app.ttl_cache import TtlCache
@@ -206,58 +209,52 @@ async def revoke_key(session: AsyncSession, *, key_id: str) -> ApiKey:
     return key
 
 
-async def authenticate(session: AsyncSession, *, plaintext: str, cache: AuthCache) -> AuthContext:
+async def authenticate(
+    statements: DirectStatements, *, plaintext: str, cache: AuthCache
+) -> AuthContext:
     """The caller behind a presented key, or 401 for an unknown, revoked or expired key."""
     key_hash = hash_key(plaintext)
     cached = cache.get(key_hash)
     if cached is not None:
         return cached
-    where = or_(col(ApiKey.key_hash) == key_hash, col(ApiKey.previous_hash) == key_hash)
-    context = await _valid_key(session, where, presented=key_hash)
+    row = await repository.key_by_hash(statements, key_hash=key_hash)
+    context = _valid_key(row, presented=key_hash)
     cache.put(key_hash, context)
     return context
 
 
 async def authenticate_token(
-    session: AsyncSession, *, token: BrowserToken, cache: AuthCache
+    statements: DirectStatements, *, token: BrowserToken, cache: AuthCache
 ) -> AuthContext:
     """The caller behind a verified browser token: its key's context (read at most once per
     cache TTL, so a revoked key or a disabled user stops its tokens as fast as itself), as the
     token narrows it; 401 once the key is no longer valid."""
-    parent = await authenticate_by_id(session, key_id=token.key_id, cache=cache)
+    parent = await authenticate_by_id(statements, key_id=token.key_id, cache=cache)
     return parent.for_token(token)
 
 
 async def authenticate_by_id(
-    session: AsyncSession, *, key_id: str, cache: AuthCache
+    statements: DirectStatements, *, key_id: str, cache: AuthCache
 ) -> AuthContext:
     """A key's context by its id (what tokens and console sessions name), read at most once
     per cache TTL; 401 once the key is revoked, expired, or its user disabled."""
     context = cache.get_by_id(key_id)
     if context is None:
-        context = await _valid_key(session, col(ApiKey.id) == key_id)
+        context = _valid_key(await repository.key_by_id(statements, key_id=key_id))
         cache.put_by_id(key_id, context)
     return context
 
 
-async def _valid_key(
-    session: AsyncSession, where: ColumnElement[bool], *, presented: str | None = None
-) -> AuthContext:
-    """The context of the key `where` finds, if valid; `presented` is the hash shown, which
-    may be a rotated key's former one (valid until its grace ends)."""
-    row = (
-        await session.exec(
-            select(ApiKey, User).join(User, col(User.id) == col(ApiKey.user_id)).where(where)
-        )
-    ).first()
-    if row is None:
+def _valid_key(key: KeyRow | None, *, presented: str | None = None) -> AuthContext:
+    """The context of `key`, if it is valid; `presented` is the hash shown, which may be a
+    rotated key's former one (valid until its grace ends)."""
+    if key is None:
         raise AuthenticationFailed()
-    key, user = row
     now = utcnow()
     former = presented is not None and presented != key.key_hash
     if (
         key.revoked_at is not None
-        or user.disabled
+        or key.user_disabled
         or (key.expires_at and key.expires_at <= now)
         or (former and not (key.previous_valid_until and key.previous_valid_until > now))
     ):
@@ -265,16 +262,16 @@ async def _valid_key(
     networks = key.allowed_networks
     return AuthContext(
         key_id=key.id,
-        user_id=user.id,
+        user_id=key.user_id,
         key_prefix=(key.previous_prefix or "") if former else key.prefix,
-        allowed_models=user.allowed_models,
-        create_rate_limit=key.create_rate_limit or user.create_rate_limit,
-        read_rate_limit=key.read_rate_limit or user.read_rate_limit,
+        allowed_models=key.allowed_models,
+        create_rate_limit=key.create_rate_limit or key.user_create_rate_limit,
+        read_rate_limit=key.read_rate_limit or key.user_read_rate_limit,
         key_max_in_flight=key.max_tasks_in_flight,
-        user_max_in_flight=user.max_tasks_in_flight,
-        plan_id=user.plan_id,
+        user_max_in_flight=key.user_max_tasks_in_flight,
+        plan_id=key.plan_id,
         allowed_networks=None if networks is None else tuple(parse_networks(networks)),
-        self_service_keys=user.self_service_keys,
+        self_service_keys=key.self_service_keys,
     )
 
 

@@ -142,13 +142,14 @@ async def _record(
         )
         reservation = reserve_entry(task, tokens=tokens, terms=terms)
         budgets = await budgets_for(
-            session, user_id=task.user_id, key_id=task.key_id, cache=resources.budgets
+            resources.statements, user_id=task.user_id, key_id=task.key_id, cache=resources.budgets
         )
         caps = in_flight_caps(auth, resources.settings)
         if not budgets and session.get_bind().dialect.name == "postgresql":
-            # Ends the cache lookups' read, if any, and keeps an expired Idempotency-Key's
-            # release (expired, it is free to reuse whatever happens next).
-            await session.commit()
+            if session.in_transaction():
+                # Ends the price lookup's read, if any, and keeps an expired Idempotency-Key's
+                # release (expired, it is free to reuse whatever happens next).
+                await session.commit()
             refused = await repository.record_create(
                 resources.statements,
                 task=task,

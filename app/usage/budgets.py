@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, case, func, update
+from sqlalchemy import Select, and_, bindparam, case, func, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.alerts import raise_alert
 from app.db import utcnow
+from app.db_direct import DirectStatements
 from app.errors import InvalidParameter, NotFound, TooManyRequests
 from app.keys.models import ApiKey, User
 from app.ttl_cache import TtlCache
@@ -130,28 +132,43 @@ class BudgetRule:
         )
 
 
+_BUDGETS = Budget.__table__  # type: ignore[attr-defined]
+# A user's budget and one of its key's, as creates check them (one round trip, no ORM objects).
+_RULES = sa_select(
+    _BUDGETS.c.key_id,
+    _BUDGETS.c.period,
+    _BUDGETS.c.limit_micros,
+    _BUDGETS.c.limit_tokens,
+    _BUDGETS.c.scope,
+    _BUDGETS.c.alert_percents,
+    _BUDGETS.c.limit_charge_micros,
+).where(
+    or_(_BUDGETS.c.scope == bindparam("user_scope"), _BUDGETS.c.scope == bindparam("key_scope"))
+)
+
+
 async def budgets_for(
-    session: AsyncSession, *, user_id: str, key_id: str, cache: TtlCache[tuple[BudgetRule, ...]]
+    statements: DirectStatements,
+    *,
+    user_id: str,
+    key_id: str,
+    cache: TtlCache[tuple[BudgetRule, ...]],
 ) -> tuple[BudgetRule, ...]:
     """The budgets of a user and one of its keys, read at most once a second per process: a new
     budget applies on every replica within that second."""
-    scopes = [f"user:{user_id}", f"key:{key_id}"]
-    rules = cache.get("\n".join(scopes))
+    scopes = {"user_scope": f"user:{user_id}", "key_scope": f"key:{key_id}"}
+    cache_key = "\n".join(scopes.values())
+    rules = cache.get(cache_key)
     if rules is None:
-        found = await session.exec(select(Budget).where(col(Budget.scope).in_(scopes)))
         rules = tuple(
             BudgetRule(
-                b.key_id,
-                b.period,
-                b.limit_micros,
-                b.limit_tokens,
-                b.scope,
-                tuple(b.alert_percents or ()),
-                b.limit_charge_micros,
+                key, period, micros, tokens, scope, tuple(alert_percents or ()), charge_micros
             )
-            for b in found.all()
+            for key, period, micros, tokens, scope, alert_percents, charge_micros in (
+                await statements.rows(_RULES, scopes)
+            )
         )
-        cache.put("\n".join(scopes), rules)
+        cache.put(cache_key, rules)
     return rules
 
 
