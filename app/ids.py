@@ -14,8 +14,15 @@ _UTC8 = timezone(timedelta(hours=8))
 
 
 def random_string(length: int, alphabet: str = _LOWER_ALNUM) -> str:
-    """`length` characters drawn from `alphabet` by the system CSPRNG."""
-    return "".join(secrets.choice(alphabet) for _ in range(length))
+    """`length` characters drawn uniformly from `alphabet` by the system CSPRNG: one number
+    below len(alphabet) ** length, written in that base (one draw, not one per character)."""
+    base = len(alphabet)
+    number = secrets.randbelow(base**length)
+    characters = []
+    for _ in range(length):
+        number, digit = divmod(number, base)
+        characters.append(alphabet[digit])
+    return "".join(characters)
 
 
 def new_task_id(now: datetime | None = None) -> str:
