@@ -57,7 +57,6 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 async def create_task(
     *,
-    session: AsyncSession,
     resources: Resources,
     auth: AuthContext,
     request: CreateRequest,
@@ -65,42 +64,43 @@ async def create_task(
     request_id: str,
 ) -> dict[str, Any]:
     """Record the task and its reservation, then forward it upstream; returns `{"id": ...}`."""
-    if idempotency_key is not None:
-        replay = await _idempotent_replay(
-            session, auth=auth, idempotency_key=idempotency_key, fingerprint=request.fingerprint
+    # A session only for what needs one (a replay, a draft, a cache miss, a budget); it is
+    # closed once the task is recorded, before the upstream is called.
+    async with resources.sessionmaker() as session:
+        if idempotency_key is not None:
+            replay = await _idempotent_replay(
+                session, auth=auth, idempotency_key=idempotency_key, fingerprint=request.fingerprint
+            )
+            if replay is not None:
+                return replay
+        body = dict(request.forward_body)
+        draft_id = None
+        routes: list[PoolAccount] | None
+        if request.draft_task_ref is not None:
+            draft = await _draft_for(session, auth=auth, draft_ref=request.draft_task_ref)
+            body["content"] = _with_upstream_draft(body["content"], draft)
+            draft_id = draft.id
+            routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
+        else:
+            routes = await _routes_or_wait(resources, model=request.model)
+        task = Task(
+            id=new_task_id(),
+            user_id=auth.user_id,
+            key_id=auth.key_id,
+            token_id=auth.token_id,
+            **request.task_fields(),
+            execution_expires_after=request.execution_expires_after,
+            callback_url=request.callback_url,
+            draft_task_id=draft_id,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request.fingerprint,
+            seed=request.seed,
+            archive=resources.store is not None,
+            next_check_at=utcnow() + submit_grace(resources.settings),
         )
-        if replay is not None:
-            return replay
-    body = dict(request.forward_body)
-    draft_id = None
-    routes: list[PoolAccount] | None
-    if request.draft_task_ref is not None:
-        draft = await _draft_for(session, auth=auth, draft_ref=request.draft_task_ref)
-        body["content"] = _with_upstream_draft(body["content"], draft)
-        draft_id = draft.id
-        routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
-    else:
-        routes = await _routes_or_wait(resources, model=request.model)
-    task = Task(
-        id=new_task_id(),
-        user_id=auth.user_id,
-        key_id=auth.key_id,
-        token_id=auth.token_id,
-        **request.task_fields(),
-        execution_expires_after=request.execution_expires_after,
-        callback_url=request.callback_url,
-        draft_task_id=draft_id,
-        idempotency_key=idempotency_key,
-        request_fingerprint=request.fingerprint,
-        seed=request.seed,
-        archive=resources.store is not None,
-        next_check_at=utcnow() + submit_grace(resources.settings),
-    )
-    bind(task_id=task.id)
-    task.account_id = routes[0].id if routes else None
-    await _record(
-        session, task=task, request=request, auth=auth, resources=resources
-    )  # commits: the connection is free again
+        bind(task_id=task.id)
+        task.account_id = routes[0].id if routes else None
+        await _record(session, task=task, request=request, auth=auth, resources=resources)
     if routes is None:  # every account is full: it waits in the gateway's queue
         await queue.hold(resources, task=task, body=body)
         return {"id": task.id}

@@ -25,7 +25,6 @@ router = APIRouter(prefix="/api/v3/contents/generations/tasks", tags=["tasks"])
 @router.post("")
 async def create_task(
     request: Request,
-    session: SessionDep,
     resources: ResourcesDep,
     auth: CreateCaller,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -37,7 +36,6 @@ async def create_task(
         aliases=resources.settings.model_aliases,
     )
     return await creation.create_task(
-        session=session,
         resources=resources,
         auth=auth,
         request=create,
