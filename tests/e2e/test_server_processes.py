@@ -3,6 +3,7 @@ headers, and a database that goes away or hangs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import Stack, follow
 from tests.e2e.processes import Process, free_port, start
 from tests.e2e.toggle_proxy import ToggleProxy
-from tests.scratch_db import scratch_postgres
+from tests.scratch_db import fetch_rows, scratch_postgres
 
 pytestmark = pytest.mark.e2e
 TASKS = "/api/v3/contents/generations/tasks"
@@ -303,3 +304,54 @@ def test_database_lost_after_the_upstream_created_stops_sdk_retries(stack: Stack
         "succeeded"
     )
     assert stack.sim("GET", "/_sim/stats")["calls"]["create"] == creates_before + 1
+
+
+async def test_a_process_opens_no_more_connections_than_its_pool(stack: Stack) -> None:
+    """The pool size bounds a process's PostgreSQL connections (its sessions' share, the
+    request paths' direct share, and the poller's one) however many requests arrive at once."""
+    async with scratch_postgres(f"sgw_e2e_pool_{os.getpid()}") as database_url:
+        alone = Stack(simulator=stack.simulator, database_url=database_url, tmp=stack.tmp)
+        try:
+            gateway = alone.start_gateway(
+                GATEWAY_DATABASE_POOL_SIZE="4",
+                GATEWAY_CREATE_RATE_LIMIT="10000/minute",
+                GATEWAY_READ_RATE_LIMIT="10000/minute",
+                GATEWAY_MAX_TASKS_IN_FLIGHT_PER_KEY="1000",
+                GATEWAY_MAX_TASKS_IN_FLIGHT_PER_USER="1000",
+            )
+            key = alone.new_key(gateway, "pool-bound")
+            seen = await _connections_under_load(gateway, key, database_url)
+        finally:
+            for process in alone.gateways:
+                process.stop()
+    assert 2 <= max(seen) <= 4 + 1, seen
+
+
+async def _connections_under_load(gateway: Process, key: str, database_url: str) -> list[int]:
+    name = database_url.rsplit("/", 1)[-1]
+    count = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            rows = await fetch_rows(database_url, count)
+            seen.append(int(rows[0][0]) - 1)  # not the sampler's own connection
+            await asyncio.sleep(0.05)
+
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        created = (await client.post(TASKS, content=CREATE)).json()["id"]
+        sampler = asyncio.create_task(sample())
+        for _ in range(3):
+            answers = await asyncio.gather(
+                *(client.post(TASKS, content=CREATE) for _ in range(16)),
+                *(client.get(TASKS) for _ in range(16)),
+                *(client.get(f"{TASKS}/{created}") for _ in range(16)),
+            )
+            refused = [a for a in answers if a.status_code != 200]
+            assert not refused, refused[0].text
+        done.set()
+        await sampler
+    return seen
