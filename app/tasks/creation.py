@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import insert_rows, utcnow
+from app.db import insert_rows, new_row, utcnow
 from app.errors import (
     Conflict,
     GatewayError,
@@ -83,7 +83,8 @@ async def create_task(
             routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
         else:
             routes = await _routes_or_wait(resources, model=request.model)
-        task = Task(
+        task = new_row(
+            Task,
             id=new_task_id(),
             user_id=auth.user_id,
             key_id=auth.key_id,

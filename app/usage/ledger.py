@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.alerts import raise_alert
-from app.db import after_commit
+from app.db import after_commit, new_row
 from app.metrics import Metrics
 from app.tasks.models import OPEN_STATUSES, Task, TaskStatus, status_in
 from app.usage.models import LedgerEntry, LedgerKind, Price
@@ -169,7 +169,8 @@ def _entry(
     currency: str | None = None,
     charge_price_id: int | None = None,
 ) -> LedgerEntry:
-    return LedgerEntry(
+    return new_row(
+        LedgerEntry,
         task_id=task.id,
         kind=kind,
         user_id=task.user_id,
