@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.base import Executable
@@ -102,6 +103,9 @@ class DirectStatements:
             connection = await self._pool.acquire()
         try:
             yield connection
+        except asyncpg.exceptions.IntegrityConstraintViolationError as error:
+            # As SQLAlchemy raises it: callers catch one kind (an Idempotency-Key's race).
+            raise IntegrityError(None, None, error) from error
         finally:
             await self._pool.release(connection)
 
@@ -123,7 +127,7 @@ class DirectStatements:
         own = {
             name: compiled.binds[name].effective_value
             for name in names
-            if compiled.binds[name].effective_value is not None
+            if not compiled.binds[name].required  # a value of the statement's own, even None
         }
         return _Compiled(str(compiled), names, own)
 

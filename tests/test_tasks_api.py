@@ -208,6 +208,23 @@ async def test_idempotency_key_replays_the_same_task(
     assert sim_state.calls["create"] == 1
 
 
+async def test_concurrent_creates_with_one_idempotency_key_make_one_task(
+    gateway: Gateway, sim_state: SimulatorState
+) -> None:
+    """Creates racing with the same key: one records the task, the others replay it or hear
+    that it is in progress (409), never a 500 from the unique index they run into."""
+    client = await gateway.user_client("alice")
+    headers = {"Idempotency-Key": "order-race"}
+    answers = await asyncio.gather(
+        *(client.post(TASKS, json=body(), headers=headers) for _ in range(12))
+    )
+    assert {answer.status_code for answer in answers} <= {200, 409}, [a.text for a in answers]
+    conflicts = [answer.json()["error"]["code"] for answer in answers if answer.status_code == 409]
+    assert set(conflicts) <= {"IdempotencyKeyInUse"}
+    assert len({answer.json()["id"] for answer in answers if answer.status_code == 200}) == 1
+    assert sim_state.calls["create"] == 1
+
+
 async def test_idempotency_key_with_another_body_is_422_and_writes_nothing(
     gateway: Gateway, sim_state: SimulatorState
 ) -> None:
