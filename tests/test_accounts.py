@@ -215,6 +215,26 @@ async def test_master_keys_are_stored_encrypted_and_never_shown(
     assert missing.status_code == 409
 
 
+async def test_an_account_base_url_must_name_a_real_host(
+    make_gateway, sims: Sims, admin_headers
+) -> None:
+    """`http://a]` passes httpx (which percent-encodes the host) but not urllib: refused with
+    a 400, writing nothing, as every URL without a usable host or port."""
+    gateway = await pool_gateway(make_gateway, sims, admin_headers)
+    before = await database_rows(gateway.app)
+    for base_url in ("http://a]", "http://[", "http://a%5D/", "http://-a/", "http://h:99999/"):
+        refused = await gateway.client.post(
+            "/admin/v1/accounts",
+            headers=admin_headers,
+            json={"id": "d", "base_url": base_url, "api_key": KEY_B},
+        )
+        assert refused.status_code == 400, (base_url, refused.text)
+        assert refused.json()["error"]["param"] == "base_url"
+    assert await database_rows(gateway.app) == before
+    listed = await gateway.client.get("/admin/v1/accounts", headers=admin_headers)
+    assert {account["id"] for account in listed.json()} == {"default", "b", "c"}
+
+
 async def test_an_account_that_keeps_failing_leaves_rotation_with_an_alert_and_returns(
     make_gateway, sims: Sims, admin_headers
 ) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import (
@@ -55,15 +58,30 @@ MasterKey = Annotated[
 ]
 
 
+# A host name (letters, digits, hyphens and underscores between dots) or an IP address:
+# httpx would take `http://a]`, percent-encoding the host, and urllib refuses it.
+_HOSTNAME = re.compile(r"(?!-)[\w-]{1,63}(?<!-)(\.(?!-)[\w-]{1,63}(?<!-))*\.?", re.ASCII)
+
+
 def _usable_url(value: str) -> str:
-    """A base URL an HTTP client can use: http(s), a host, a valid port."""
+    """A base URL an HTTP client can use: http(s), a host name or address, a valid port."""
     try:
         url = httpx.URL(value)
-    except httpx.InvalidURL as exc:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port  # reading the port checks it
+    except (httpx.InvalidURL, ValueError) as exc:
         raise ValueError(f"not a usable URL ({exc})") from None
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host or not _is_host(host):
         raise ValueError("an http or https URL with a host")
     return value
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
 
 
 class AccountCreate(AccountLimits):
