@@ -9,6 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.limits.local_windows import LocalWindows
+from app.limits.rates import parse_rate
 from app.simulator.state import SimulatorState
 from tests.conftest import Gateway
 from tests.helpers import TASKS, body, database_rows
@@ -192,3 +194,19 @@ async def test_client_refreshes_share_one_upstream_budget(
 def test_malformed_rate_settings_are_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="upstream_refresh_rate"):
         Settings(_env_file=None, upstream_refresh_rate="often")  # type: ignore[call-arg]
+
+
+async def test_in_process_windows_forget_idle_limits_once_many_exist(monkeypatch) -> None:
+    # One window per client address for the failed-key throttle: new addresses must not grow
+    # the process for good. Idle windows go once SWEEP_AT exist; live ones stay.
+    monkeypatch.setattr("app.limits.local_windows.SWEEP_AT", 50)
+    second, minute = parse_rate("1/second")[0], parse_rate("5/minute")[0]
+    windows = LocalWindows()
+    windows.hit(minute, "live")
+    for n in range(49):
+        windows.hit(second, f"address-{n}")
+    assert not windows.allows(second, "address-0")
+    await asyncio.sleep(1.1)
+    windows.hit(second, "one-more")
+    assert windows.state(minute, "live").count == 1
+    assert windows.allows(second, "address-0") and len(windows) == 2

@@ -3,7 +3,7 @@
 slowapi's checks are synchronous: with Redis they would block the event loop on every request
 (slowapi#130). Here one Lua script (`redis_windows`) checks, counts and reports all of a rate's
 limits in one async round trip (shared by the checks that arrive together), with short Redis
-timeouts; `limits.aio` counts in this process.
+timeouts; `local_windows` counts in this process.
 A call that fails is counted in this process instead of failing the request; after
 `BREAKER_FAILURES` failures in a row, all counting stays in this process for `BREAKER_SECONDS`
 (logged, and shown by /readyz). One slow reply under load must not split the
@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 
 from app.errors import TooManyRequests
+from app.limits.local_windows import LocalWindows
 from app.limits.redis_windows import RedisWindows, WindowState
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class RateLimiter:
     redis_url: str | None = None
     key_prefix: str = "sgw"
     timeout_seconds: float = 1.0
-    _memory: MovingWindowRateLimiter = field(init=False)
+    _local: LocalWindows = field(init=False, default_factory=LocalWindows)
     _redis: RedisWindows | None = field(init=False, default=None)
     _redis_down_until: float = field(init=False, default=0.0)
     _failures_in_a_row: int = field(init=False, default=0)
@@ -71,7 +70,6 @@ class RateLimiter:
     _last_failure: Exception | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self._memory = MovingWindowRateLimiter(MemoryStorage())
         if self.redis_url:
             self._redis = RedisWindows(
                 self.redis_url, key_prefix=self.key_prefix, timeout_seconds=self.timeout_seconds
@@ -105,11 +103,12 @@ class RateLimiter:
     async def _check(
         self, items: list[RateLimitItem], name: str, identifiers: tuple[str, ...], *, hit: bool
     ) -> RateDecision:
+        keys = [item.key_for(name, *identifiers) for item in items]
         if self._redis is not None and hit:
             # This process's own count refuses what it has already used, whatever Redis says.
-            for item in items:
-                if not await self._memory.test(item, name, *identifiers):
-                    return await self._memory_decision(item, name, identifiers, allowed=False)
+            refused = self._local_refusal(items, keys, name)
+            if refused is not None:
+                return refused
         if self._redis is not None and self._redis_up():
             try:
                 allowed, states = await self._redis.run(items, name, identifiers, hit=hit)
@@ -118,22 +117,31 @@ class RateLimiter:
             else:
                 self._failures_in_a_row = 0
                 if allowed and hit:
-                    for item in items:
-                        await self._memory.hit(item, name, *identifiers)
+                    for item, key in zip(items, keys, strict=True):
+                        self._local.hit(item, key)
                 return _decision(items, states, name, allowed=allowed)
-        return await self._in_memory(items, name, identifiers, hit=hit)
+        return self._in_memory(items, keys, name, hit=hit)
 
-    async def _in_memory(
-        self, items: list[RateLimitItem], name: str, identifiers: tuple[str, ...], *, hit: bool
+    def _in_memory(
+        self, items: list[RateLimitItem], keys: list[str], name: str, *, hit: bool
     ) -> RateDecision:
-        decisions = []
-        for item in items:
-            count = self._memory.hit if hit else self._memory.test
-            allowed = await count(item, name, *identifiers)
-            decisions.append(await self._memory_decision(item, name, identifiers, allowed=allowed))
-            if not allowed:
-                return decisions[-1]
-        return min(decisions, key=lambda d: d.remaining)
+        """As the Redis script decides: refused if any limit is full, and then nothing counts."""
+        refused = self._local_refusal(items, keys, name)
+        if refused is not None:
+            return refused
+        if hit:
+            for item, key in zip(items, keys, strict=True):
+                self._local.hit(item, key)
+        states = [self._local.state(item, key) for item, key in zip(items, keys, strict=True)]
+        return _decision(items, states, name, allowed=True)
+
+    def _local_refusal(
+        self, items: list[RateLimitItem], keys: list[str], name: str
+    ) -> RateDecision | None:
+        for item, key in zip(items, keys, strict=True):
+            if not self._local.allows(item, key):
+                return _decision([item], [self._local.state(item, key)], name, allowed=False)
+        return None
 
     def _redis_up(self) -> bool:
         return time.monotonic() >= self._redis_down_until
@@ -142,19 +150,6 @@ class RateLimiter:
         if rate not in self._parsed:
             self._parsed[rate] = parse_rate(rate)
         return self._parsed[rate]
-
-    async def _memory_decision(
-        self, item: RateLimitItem, name: str, identifiers: tuple[str, ...], *, allowed: bool
-    ) -> RateDecision:
-        stats = await self._memory.get_window_stats(item, name, *identifiers)
-        return RateDecision(
-            allowed=allowed,
-            name=name,
-            limit=item.amount,
-            window_seconds=item.get_expiry(),
-            remaining=max(0, stats.remaining),
-            reset_seconds=max(1, math.ceil(stats.reset_time - time.time())),
-        )
 
     def _record_failure(self, exc: Exception) -> None:
         if exc is self._last_failure:
