@@ -262,7 +262,8 @@ async def record_create(
 
 def _row_json(row: SQLModel) -> str:
     table = row.__table__  # type: ignore[attr-defined]
-    values = {column.name: getattr(row, column.name) for column in table.columns}
+    state = row.__dict__  # a new row's values (`new_row`), read past the ORM's descriptors
+    values = {column.name: state.get(column.name) for column in table.columns}
     return json.dumps(values, default=lambda value: value.isoformat())
 
 
