@@ -5,7 +5,9 @@ The baselines: the floor, a bare FastAPI app answering a finished task's bytes f
 retrieves and lists), and the pass-through, a bare FastAPI app relaying the call with the
 gateway's own upstream client (for the open-task retrieve and the create). CPU per request (the
 server process's CPU time / requests) is the figure to compare: it stays put on a shared machine
-where throughput does not. wrk comes from Debian (`make bench` installs it).
+where throughput does not. PostgreSQL's CPU per request (all its processes) is beside it: on a
+machine of two cores the database's share bounds creates/s as much as the gateway's. wrk comes
+from Debian (`make bench` installs it).
 """
 
 from __future__ import annotations
@@ -46,7 +48,25 @@ OPEN = "gateway: open-task retrieve, refreshed upstream"
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process so far (backends, WAL writer, autovacuum): the
+    database's share of a request, on the same machine."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if "(postgres)" in text:
+            total += _stat_cpu(text)
+    return total
+
+
+def _stat_cpu(stat: str) -> float:
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -57,9 +77,10 @@ def wrk(url: str, pid: int, *, header: str = "", script: Path | None = None) -> 
         command += ["-H", header]
     if script is not None:
         command += ["-s", str(script)]
-    before = cpu_seconds(pid)
+    before, database_before = cpu_seconds(pid), postgres_cpu_seconds()
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pid) - before
+    database_cpu = postgres_cpu_seconds() - database_before
     requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", output)
@@ -68,6 +89,7 @@ def wrk(url: str, pid: int, *, header: str = "", script: Path | None = None) -> 
         "requests": requests,
         "rps": round(requests / SECONDS),
         "cpu_ms_per_request": round(1000 * cpu / requests, 3),
+        "postgres_cpu_ms_per_request": round(1000 * database_cpu / requests, 3),
         "p50_ms": round(float(p50.group(1)) * scale[p50.group(2)], 2) if p50 else None,
         "errors": int(non_2xx.group(1)) if non_2xx else 0,
     }
