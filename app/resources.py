@@ -55,11 +55,16 @@ class Resources:
     trusted_proxies: list[Network]
 
 
-async def get_resources(request: Request) -> Resources:
-    """The resources the lifespan created for this app (async: a sync dependency would hop to
-    the thread pool on every request)."""
+def resources_of(request: Request) -> Resources:
+    """The resources the lifespan created for the request's app."""
     resources: Resources = request.app.state.resources
     return resources
+
+
+async def get_resources(request: Request) -> Resources:
+    """`resources_of` as a dependency (async: a sync dependency would hop to the thread pool on
+    every request)."""
+    return resources_of(request)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

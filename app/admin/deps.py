@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.admin.audit import audited
 from app.db import SessionDep
 from app.errors import AuthenticationFailed
-from app.keys.deps import bearer_token
+from app.keys.callers import bearer_token
 from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
 from app.limits.clients import client_address
 from app.resources import ResourcesDep

@@ -1,16 +1,16 @@
-"""Route dependencies that apply the request-rate limits: `CreateCaller`, `ReadCaller` (a key or
-a browser token), `KeyReadCaller` (a key only)."""
+"""Route dependencies that authenticate the caller and apply its request-rate limit, in one
+step: `CreateCaller`, `ReadCaller` (a key or a browser token), `KeyReadCaller` (a key only)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Response
+from fastapi import Depends, Request, Response
 
-from app.keys.deps import CurrentCaller, CurrentKey
+from app.keys.callers import authenticate_request, require_key
 from app.keys.service import AuthContext
 from app.limits.rates import rate_headers, refusal
-from app.resources import Resources, ResourcesDep
+from app.resources import Resources, resources_of
 
 
 async def _apply(
@@ -26,26 +26,25 @@ async def _apply(
     response.headers.update(rate_headers(decision))
 
 
-async def create_caller(
-    auth: CurrentCaller, resources: ResourcesDep, response: Response
-) -> AuthContext:
+async def create_caller(request: Request, response: Response) -> AuthContext:
     """The caller, counted against its key's create rate."""
+    resources = resources_of(request)
+    auth = await authenticate_request(request, resources)
     rate = auth.create_rate_limit or resources.settings.create_rate_limit
     await _apply(resources, response, rate=rate, name="create", key_id=auth.key_id)
     return auth
 
 
-async def read_caller(
-    auth: CurrentCaller, resources: ResourcesDep, response: Response
-) -> AuthContext:
+async def read_caller(request: Request, response: Response) -> AuthContext:
     """The caller, counted against its key's read rate (retrieve, list, delete, content)."""
-    return await _read(auth, resources, response)
+    resources = resources_of(request)
+    return await _read(await authenticate_request(request, resources), resources, response)
 
 
-async def key_read_caller(
-    auth: CurrentKey, resources: ResourcesDep, response: Response
-) -> AuthContext:
+async def key_read_caller(request: Request, response: Response) -> AuthContext:
     """The caller holding a key, counted against its read rate (usage, minting tokens)."""
+    resources = resources_of(request)
+    auth = require_key(await authenticate_request(request, resources))
     return await _read(auth, resources, response)
 
 

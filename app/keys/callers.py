@@ -1,12 +1,13 @@
-"""The auth dependencies: `CurrentCaller` is the caller behind the request's bearer key or
-browser token, `CurrentKey` one that holds a key."""
+"""Who is calling: `authenticate_request` finds the caller behind the request's bearer key or
+browser token, `require_key` insists that it holds a key. The route dependencies that use them
+(`app.limits.deps`) count each request against its rate in the same step, as one dependency:
+FastAPI spends CPU on every dependency it solves, on every request."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from app.errors import AccessDenied, AuthenticationFailed
 from app.keys.service import (
@@ -21,7 +22,7 @@ from app.limits.auth_throttle import count_auth_failure, refuse_throttled_client
 from app.limits.clients import client_address, in_networks
 from app.logs import bind
 from app.middleware import after_success
-from app.resources import Resources, ResourcesDep
+from app.resources import Resources
 
 
 def bearer_token(request: Request) -> str:
@@ -34,7 +35,7 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-async def current_caller(request: Request, resources: ResourcesDep) -> AuthContext:
+async def authenticate_request(request: Request, resources: Resources) -> AuthContext:
     """Authenticate the caller, by gateway key or browser token; once a request of theirs has
     succeeded, note the key's use.
 
@@ -70,10 +71,7 @@ async def current_caller(request: Request, resources: ResourcesDep) -> AuthConte
     return context
 
 
-CurrentCaller = Annotated[AuthContext, Depends(current_caller)]
-
-
-async def current_key(caller: CurrentCaller) -> AuthContext:
+def require_key(caller: AuthContext) -> AuthContext:
     """The caller, who must hold a gateway key: a browser token may not mint tokens or read
     its user's usage."""
     if caller.token_id is not None:
@@ -109,6 +107,3 @@ def _known_caller(request: Request, resources: Resources) -> AuthContext | None:
         return None
     parent = resources.auth_cache.get_by_id(token.key_id)
     return None if parent is None else parent.for_token(token)
-
-
-CurrentKey = Annotated[AuthContext, Depends(current_key)]
