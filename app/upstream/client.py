@@ -78,9 +78,13 @@ class _CookielessClient(httpx.AsyncClient):
     """httpx's client with no cookie jar: the master key is the upstream's only credential, and
     feeding every answer through urllib's cookie jar was 3% of a create's CPU."""
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._no_cookies = _NoCookies()  # one empty jar that every request reads
+
     @property
     def cookies(self) -> httpx.Cookies:
-        return _NoCookies()
+        return self._no_cookies
 
     @cookies.setter
     def cookies(self, _cookies: object) -> None:
