@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from pydantic_core import PydanticUndefined
-from sqlalchemy import BigInteger, DateTime, event, insert, text
+from sqlalchemy import BigInteger, DateTime, Executable, Result, event, insert, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -254,29 +254,42 @@ class Turn:
     held: bool
     lock_key: int
     connection: AsyncConnection | None = None
-    _booking: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _statements: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def seconds_until_free(self) -> float:
         """How long until the last holder's booked gap ends (0 when none is booked)."""
-        if self.connection is None:
-            return 0.0
         wait = text(
             "SELECT GREATEST(EXTRACT(EPOCH FROM free_at - clock_timestamp()), 0) "
             "FROM turn_slots WHERE lock_key = :key"
         ).bindparams(key=self.lock_key)
-        return float(await self.connection.scalar(wait) or 0.0)
+        answer = await self._run(wait)
+        return float(answer.scalar() or 0.0) if answer is not None else 0.0
 
     async def book(self, gap_seconds: float) -> None:
         """Note that the next paced call may go out `gap_seconds` from now, at the earliest."""
-        if self.connection is None:
-            return
         book = text(
             "INSERT INTO turn_slots (lock_key, free_at) "
             "VALUES (:key, clock_timestamp() + make_interval(secs => :gap)) "
             "ON CONFLICT (lock_key) DO UPDATE SET free_at = EXCLUDED.free_at"
         ).bindparams(key=self.lock_key, gap=gap_seconds)
-        async with self._booking:  # one connection: one statement at a time
-            await self.connection.execute(book)
+        await self._run(book)
+
+    async def give_back(self) -> None:
+        """Release the lock, once the statement in progress (if any) is done."""
+        await self._run(text("SELECT pg_advisory_unlock(:key)").bindparams(key=self.lock_key))
+
+    async def _run(self, statement: Executable) -> Result[Any] | None:
+        """One statement at a time on the turn's connection, shielded: a holder cancelled midway
+        still completes it, or the connection could not give the lock back."""
+        if self.connection is None:
+            return None
+        connection = self.connection
+
+        async def run() -> Result[Any]:
+            async with self._statements:
+                return await connection.execute(statement)
+
+        return await asyncio.shield(run())
 
 
 @contextlib.asynccontextmanager
@@ -293,9 +306,8 @@ async def exclusive_turn(engine: AsyncEngine, lock_key: int) -> AsyncIterator[Tu
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
         lock = text("SELECT pg_try_advisory_lock(:key)").bindparams(key=lock_key)
         held = bool(await autocommit.scalar(lock))
+        turn = Turn(held=held, lock_key=lock_key, connection=autocommit if held else None)
         try:
-            yield Turn(held=held, lock_key=lock_key, connection=autocommit if held else None)
+            yield turn
         finally:
-            if held:
-                unlock = text("SELECT pg_advisory_unlock(:key)").bindparams(key=lock_key)
-                await autocommit.scalar(unlock)
+            await turn.give_back()

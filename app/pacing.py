@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 
@@ -15,6 +17,7 @@ class Pacer:
     rate: float
     _next_slot: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _calls: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def wait(self) -> None:
         """Return when this caller may make its call."""
@@ -24,6 +27,19 @@ class Pacer:
             self._next_slot = slot + 1.0 / self.rate
         if slot > now:
             await asyncio.sleep(slot - now)
+
+    @contextlib.asynccontextmanager
+    async def call(self) -> AsyncIterator[None]:
+        """Held around one call: calls go one at a time, each 1/rate after the answer to the one
+        before. An answer comes after its call reached the upstream, so the upstream sees the
+        calls at least that far apart however late the one before reached it (spacing the
+        grants alone, a call held up on its way lands closer to the next one)."""
+        async with self._calls:
+            await self.wait()
+            try:
+                yield
+            finally:
+                self.hold_off(1.0 / self.rate)
 
     def hold_off(self, seconds: float) -> None:
         """Grant no call sooner than `seconds` from now (another process's call came last)."""
@@ -46,11 +62,18 @@ class Pacers:
 
     async def wait(self, key: str) -> None:
         """Return when a call under `key` may be made."""
+        await self._pacer(key).wait()
+
+    def call(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Held around one call under `key`: one at a time, spaced from the last one's answer."""
+        return self._pacer(key).call()
+
+    def _pacer(self, key: str) -> Pacer:
         pacer = self.pacers.get(key)
         if pacer is None:
             pacer = self.pacers[key] = Pacer(self.rate_of(key), _next_slot=self._not_before)
         pacer.rate = self.rate_of(key)
-        await pacer.wait()
+        return pacer
 
     def hold_off(self, seconds: float) -> None:
         """Grant no call under any key sooner than `seconds` from now."""

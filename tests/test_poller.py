@@ -271,11 +271,11 @@ async def test_failed_creates_free_their_in_flight_places_within_seconds(
     assert (await client.post(TASKS, json=body())).status_code == 200
 
 
-async def test_unknown_create_beyond_the_list_scan_waits_instead_of_being_rejected(
-    gateway: Gateway, simulator: FastAPI, sim_state: SimulatorState, monkeypatch
-) -> None:
-    """Busy accounts list hundreds of newer tasks first: a create whose twin lies past what one
-    scan can read is never concluded lost; a deeper scan finds and adopts it."""
+async def unknown_behind_newer_tasks(
+    gateway: Gateway, simulator: FastAPI, sim_state: SimulatorState
+) -> Task:
+    """An unknown create whose upstream twin the account lists after 100 newer tasks: a scan
+    reaches it on the list's second page."""
     client = await gateway.user_client("alice")
     assert (await client.post(TASKS, json=body("[sim:error-after-create] fox"))).status_code == 502
     async with httpx.AsyncClient(
@@ -291,9 +291,23 @@ async def test_unknown_create_beyond_the_list_scan_waits_instead_of_being_reject
     await set_task(gateway, task.id, created_at=utcnow() - timedelta(seconds=25))
     for twin in sim_state.tasks.values():  # as old as the gateway's record, the others newer
         twin.created_at -= 25 if twin.body["content"][0]["text"].endswith("] fox") else 0
+    await set_task(gateway, task.id, next_check_at=utcnow())
+    return task
+
+
+def adopted_its_own_twin(task: Task, sim_state: SimulatorState) -> bool:
+    twin = sim_state.tasks[task.upstream_id]
+    return task.status == "succeeded" and twin.body["content"][0]["text"].endswith("] fox")
+
+
+async def test_unknown_create_beyond_the_list_scan_waits_instead_of_being_rejected(
+    gateway: Gateway, simulator: FastAPI, sim_state: SimulatorState, monkeypatch
+) -> None:
+    """Busy accounts list hundreds of newer tasks first: a create whose twin lies past what one
+    scan can read is never concluded lost; a deeper scan finds and adopts it."""
+    task = await unknown_behind_newer_tasks(gateway, simulator, sim_state)
     poller = poller_for(gateway.app.state.resources)
     monkeypatch.setattr("app.tasks.reconcile.MAX_PAGES", 1)
-    await set_task(gateway, task.id, next_check_at=utcnow())
     await poller.run_once()
     (task,) = await rows(gateway, Task)
     assert task.status == "unknown"  # not seen, but not looked far enough back either
@@ -301,9 +315,38 @@ async def test_unknown_create_beyond_the_list_scan_waits_instead_of_being_reject
     await set_task(gateway, task.id, next_check_at=utcnow())
     await poller.run_once()
     (task,) = await rows(gateway, Task)
-    assert task.status == "succeeded" and sim_state.tasks[task.upstream_id].body["content"][0][
-        "text"
-    ].endswith("] fox")
+    assert adopted_its_own_twin(task, sim_state)
+
+
+class LateFirstList(httpx.ASGITransport):
+    """The simulator's transport, with the first list call held up on its way for 0.6 s (a
+    slow network, a busy machine)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(app=app)
+        self.lists = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == TASKS:
+            self.lists += 1
+            if self.lists == 1:
+                await asyncio.sleep(0.6)
+        return await super().handle_async_request(request)
+
+
+async def test_a_list_call_that_arrives_late_does_not_bring_the_next_within_its_second(
+    make_gateway, simulator: FastAPI, sim_state: SimulatorState, monkeypatch
+) -> None:
+    """The account takes one list call a second. The poller spaces each from the answer to the
+    one before, not from when that one was sent: a call that reached the upstream late still
+    leaves it a whole second before the next, and the two-page scan completes."""
+    gateway = await make_gateway(transport=LateFirstList(simulator))
+    task = await unknown_behind_newer_tasks(gateway, simulator, sim_state)
+    monkeypatch.setattr("app.tasks.reconcile.MAX_PAGES", 2)
+    await poller_for(gateway.app.state.resources).run_once()
+    assert sim_state.calls["list"] == 2 and not sim_state.calls["list_refused"]
+    (task,) = await rows(gateway, Task)
+    assert adopted_its_own_twin(task, sim_state)
 
 
 async def test_a_replica_taking_over_from_a_stopped_one_keeps_the_list_budget(

@@ -27,7 +27,7 @@ from app.db import utcnow
 from app.errors import GatewayError, new_request_id
 from app.tasks.models import Task, TaskStatus
 from app.tasks.states import apply_snapshot, next_check_at, upstream_status
-from app.upstream.pool import AccountPace, UpstreamPool
+from app.upstream.pool import ListSlot, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +55,12 @@ async def observe_open_tasks(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
     upstream: UpstreamPool,
-    pace: AccountPace,
+    list_slot: ListSlot,
 ) -> int:
     """List the open tasks upstream, each on its own account, and store what the lists show;
     returns how many they showed.
 
-    `pace` is awaited before each list call on an account. A failed call ends that account's
+    Each list call is made in a `list_slot` of its account. A failed call ends that account's
     observation: the tasks it would have shown stay due, and the poller retrieves them.
     """
     shown = 0
@@ -69,14 +69,14 @@ async def observe_open_tasks(
         if account_id in failed:
             continue
         client = await upstream.client(account_id)
-        await pace(account_id)
         params: list[tuple[str, str | int]] = [
             ("page_size", len(chunk)),
             ("filter.service_tier", tier),
             *(("filter.task_ids", task.upstream_id) for task in chunk),
         ]
         try:
-            page = await client.list_tasks(params, request_id=new_request_id())
+            async with list_slot(account_id):
+                page = await client.list_tasks(params, request_id=new_request_id())
         except GatewayError as exc:
             logger.warning(
                 "observing %d open tasks: upstream list failed: %s", len(chunk), exc.code

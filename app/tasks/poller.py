@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -41,7 +41,7 @@ from app.tasks.render import OutputLinks
 from app.tasks.reread import reread_settled
 from app.tasks.states import apply_snapshot, next_check_at, refresh_task, transition
 from app.upstream.accounts import DEFAULT_ACCOUNT
-from app.upstream.pool import AccountPace, UpstreamPool
+from app.upstream.pool import ListSlot, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -148,21 +148,29 @@ class Poller:
             # The last holder may have died just after a list call, before its gap ran out.
             self.list_pacers.hold_off(await turn.seconds_until_free())
 
-            async def pace_list(account_id: str | None) -> None:
+            @contextlib.asynccontextmanager
+            async def list_slot(account_id: str | None) -> AsyncIterator[None]:
                 account = account_id or DEFAULT_ACCOUNT
-                await self.list_pacers.wait(account)
-                await turn.book(1.0 / self.upstream.list_rate(account))
+                gap = 1.0 / self.upstream.list_rate(account)
+                async with self.list_pacers.call(account):
+                    # Booked as the call goes out, and again once its answer is in: a holder that
+                    # dies mid-call has booked a gap all the same.
+                    await turn.book(gap)
+                    try:
+                        yield
+                    finally:
+                        await turn.book(gap)
 
             started = time.monotonic()
-            checked = await self._cycle(pace_list)
+            checked = await self._cycle(list_slot)
             if self.metrics is not None:
                 self.metrics.poller_cycle.observe(time.monotonic() - started)
             # Keep the turn until the budget's next slot, so the next replica cannot burst.
             await asyncio.gather(self.pacers.drain(), self.list_pacers.drain())
             return checked
 
-    async def _cycle(self, pace_list: AccountPace) -> int:
-        observed = await self._observe(pace_list)
+    async def _cycle(self, list_slot: ListSlot) -> int:
+        observed = await self._observe(list_slot)
         task_ids = await self._claim()
         slots = asyncio.Semaphore(self.config.concurrency)
 
@@ -189,11 +197,11 @@ class Poller:
         # cycle's changes queued.
         await asyncio.gather(
             *(refresh(task_id) for task_id in to_refresh),
-            self._reconcile(unknown, pace_list),
+            self._reconcile(unknown, list_slot),
             self._deliver_callbacks(),
             self._deliver_alerts(),
             self._reread(),
-            self._probe_accounts(pace_list),
+            self._probe_accounts(list_slot),
             self._dispatch(),
         )
         await self._deliver_callbacks()
@@ -209,15 +217,15 @@ class Poller:
         except Exception:
             logger.exception("poller: sending the queued creates failed")
 
-    async def _probe_accounts(self, pace_list: AccountPace) -> None:
+    async def _probe_accounts(self, list_slot: ListSlot) -> None:
         """A cheap list call to each account out of rotation: back in once it answers."""
         await self.upstream.refresh()
         for account in self.upstream.known():
             if account.row.healthy:
                 continue
-            await pace_list(account.id)
             try:
-                await account.client.list_tasks([("page_size", 1)], request_id=new_request_id())
+                async with list_slot(account.id):
+                    await account.client.list_tasks([("page_size", 1)], request_id=new_request_id())
             except Exception as exc:
                 logger.info("account %s still out of rotation: %s", account.id, type(exc).__name__)
                 continue
@@ -255,21 +263,21 @@ class Poller:
             counter=self.metrics.callbacks if self.metrics is not None else None,
         )
 
-    async def _observe(self, pace_list: AccountPace) -> int:
+    async def _observe(self, list_slot: ListSlot) -> int:
         try:
             return await observe_open_tasks(
-                self.sessionmaker, upstream=self.upstream, pace=pace_list
+                self.sessionmaker, upstream=self.upstream, list_slot=list_slot
             )
         except Exception:
             logger.exception("poller: observing the open tasks failed")
             return 0
 
-    async def _reconcile(self, unknown: list[Task], pace_list: AccountPace) -> None:
+    async def _reconcile(self, unknown: list[Task], list_slot: ListSlot) -> None:
         if not unknown:
             return
         try:
             await reconcile_unknowns(
-                self.sessionmaker, upstream=self.upstream, tasks=unknown, pace=pace_list
+                self.sessionmaker, upstream=self.upstream, tasks=unknown, list_slot=list_slot
             )
         except Exception:
             logger.exception("poller: reconciling %d unknown creates failed", len(unknown))

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from app.tasks.models import Task, TaskStatus
 from app.tasks.queue import requeue
 from app.tasks.states import next_check_at, snapshot_values, transition, upstream_status
 from app.upstream.client import UpstreamClient
-from app.upstream.pool import AccountPace, UpstreamPool
+from app.upstream.pool import ListSlot, UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +68,13 @@ async def reconcile_unknowns(
     *,
     upstream: UpstreamPool,
     tasks: list[Task],
-    pace: AccountPace,
+    list_slot: ListSlot,
 ) -> None:
     """Adopt the upstream task each unknown create made, or conclude it never landed.
 
     One scan of the list per account, model and tier serves every unknown task of it, however
-    many there are, on the account the create was sent to (never another); `pace` is awaited
-    before each list call on the account.
+    many there are, on the account the create was sent to (never another); each list call is
+    made in a `list_slot` of the account.
     """
     groups: dict[tuple[str | None, str, str], list[Task]] = {}
     for task in tasks:
@@ -85,7 +86,7 @@ async def reconcile_unknowns(
             model=upstream.upstream_model(account_id, model),
             tier=tier,
             since=since.timestamp(),
-            pace=functools.partial(pace, account_id),
+            list_slot=functools.partial(list_slot, account_id),
         )
         for task in group:
             async with sessionmaker() as session:
@@ -178,23 +179,23 @@ async def _scan(
     model: str,
     tier: str,
     since: float,
-    pace: Callable[[], Awaitable[None]],
+    list_slot: Callable[[], AbstractAsyncContextManager[None]],
 ) -> ListScan:
     """Read the list newest first until `since`; a failed or capped scan covers what it read."""
     scan = ListScan()
     seen: set[str] = set()
     for page in range(1, MAX_PAGES + 1):
-        await pace()
         try:
-            listing = await upstream.list_tasks(
-                [
-                    ("page_num", page),
-                    ("page_size", PAGE_SIZE),
-                    ("filter.model", model),
-                    ("filter.service_tier", tier),
-                ],
-                request_id=new_request_id(),
-            )
+            async with list_slot():
+                listing = await upstream.list_tasks(
+                    [
+                        ("page_num", page),
+                        ("page_size", PAGE_SIZE),
+                        ("filter.model", model),
+                        ("filter.service_tier", tier),
+                    ],
+                    request_id=new_request_id(),
+                )
         except GatewayError as exc:
             logger.warning("reconciling: upstream list page %d failed: %s", page, exc.code)
             return scan

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from limits import parse_many
@@ -49,6 +50,10 @@ FAILURES_OUT_OF_ROTATION = 5
 
 # Awaited before a call on an account (None: `default`), to keep to that account's rate.
 AccountPace = Callable[[str | None], Awaitable[None]]
+
+# Held around a list call on an account (None: `default`): list calls go one at a time, each a
+# whole gap after the answer to the one before (a list a second leaves no room for jitter).
+ListSlot = Callable[[str | None], AbstractAsyncContextManager[None]]
 
 # Builds the client of an account from its id, base URL and master key, with the hook it tells
 # each call's outcome.
