@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import TERMINAL, Stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 TASKS = "/api/v3/contents/generations/tasks"
 OPEN_TASKS = 120
 RANK = {"queued": 0, "running": 1}  # terminal states rank 2

@@ -21,7 +21,7 @@ from tests.e2e.processes import Process
 from tests.e2e.soak_world import RETRY_LATER, CallbackReceiver, Client, Tally
 from tests.scratch_db import fetch_rows
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 FAULTS = {
     "rate_limit_rate": 0.03,  # 429 on any call
