@@ -57,6 +57,26 @@ async def test_admin_api_changes_are_recorded_with_before_and_after(
     assert (await admin.get("/admin/v1/audit", headers=user_key)).status_code == 401
 
 
+async def test_a_new_price_is_recorded_by_its_id_whatever_its_model_name(
+    gateway: Gateway, admin_headers
+) -> None:
+    # 128 characters, most outside the BMP: longer, in any encoding, than the entry's id column.
+    model = "\U0001f3fb\u0110" * 64
+    body = {"model": model, "service_tier": "flex", "micros_per_million_tokens": 5}
+    created = await gateway.client.post("/admin/v1/prices", json=body, headers=admin_headers)
+    assert created.status_code == 201, created.text
+
+    price_id = created.json()["id"]
+    found = await gateway.client.get(
+        "/admin/v1/audit",
+        params={"entity": "price", "entity_id": price_id},
+        headers=admin_headers,
+    )
+    [entry] = found.json()
+    assert entry["action"] == "create" and entry["after"]["model"] == model
+    assert entry["after"]["id"] == price_id
+
+
 def test_cli_changes_are_recorded_as_the_cli(tmp_path: Path) -> None:
     db = tmp_path / "audit.db"
     assert run("migrate", db=db).returncode == 0

@@ -3,8 +3,9 @@ budgets and upstream accounts, and a user makes to its own keys, with who, from 
 and the values before and after.
 
 A session an admin acts through carries the actor (`audited`); when it flushes, each new,
-changed or deleted row of an audited table adds an entry to the same transaction, so an action
-that fails (and rolls back) leaves none, and no path that changes these rows can skip it. A key's
+changed or deleted row of an audited table adds an entry to the same transaction (flushed by the
+commit), so an action that fails (and rolls back) leaves none, and no path that changes these
+rows can skip it. Entries are made after the flush, so a new row is recorded by its own id. A key's
 hashes and an account's encrypted master key are never recorded (plaintexts are never on a row).
 """
 
@@ -69,8 +70,10 @@ async def audit_log(
     return list((await session.exec(query)).all())
 
 
-@event.listens_for(GatewaySession, "before_flush")
-def _record_changes(session: Session, _context: Any, _instances: Any) -> None:
+# After the flush, new rows have their ids; `new`, `dirty`, `deleted` and each attribute's
+# history still show what the flush wrote.
+@event.listens_for(GatewaySession, "after_flush")
+def _record_changes(session: Session, _context: Any) -> None:
     actor = session.info.get(_ACTOR)
     if actor is None:
         return
@@ -98,12 +101,8 @@ def _record_changes(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def _identity(row: Any) -> str:
-    """The row's id; a budget by its scope, a price not yet numbered by model and tier."""
-    if isinstance(row, Budget):
-        return row.scope
-    if isinstance(row, Price) and row.id is None:
-        return f"{row.model}/{row.service_tier}"
-    return str(row.id)
+    """The row's id; a budget by its scope (`user:<id>`, `key:<id>`)."""
+    return row.scope if isinstance(row, Budget) else str(row.id)
 
 
 def _values(row: Any, action: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
