@@ -18,6 +18,7 @@ from app.db_direct import direct_statements
 from app.keys.service import AuthCache
 from app.keys.tokens import TokenSigner
 from app.limits.clients import parse_networks
+from app.limits.inflight import vacuum_open_changes
 from app.limits.rates import RateLimiter
 from app.metrics import Metrics
 from app.resources import Resources
@@ -207,15 +208,18 @@ def archiver_for(resources: Resources, store: ObjectStore) -> Archiver:
 @contextlib.asynccontextmanager
 async def running_poller(resources: Resources) -> AsyncIterator[None]:
     """Run the poller, and the archiver when the archive is on, in the background for the
-    duration of the block (if enabled)."""
-    if not resources.settings.poller_enabled:
-        yield
-        return
+    duration of the block (if enabled); on PostgreSQL, the vacuum of the open-count notes
+    always (every process that creates folds them)."""
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(poller_for(resources).run(stop), name="poller")]
-    if resources.store is not None:
-        archiver = archiver_for(resources, resources.store)
-        tasks.append(asyncio.create_task(archiver.run(stop), name="archiver"))
+    tasks = []
+    if not is_sqlite(resources.settings.database_url):
+        vacuum = vacuum_open_changes(resources.autocommit_engine, stop)
+        tasks.append(asyncio.create_task(vacuum, name="open-count vacuum"))
+    if resources.settings.poller_enabled:
+        tasks.append(asyncio.create_task(poller_for(resources).run(stop), name="poller"))
+        if resources.store is not None:
+            archiver = archiver_for(resources, resources.store)
+            tasks.append(asyncio.create_task(archiver.run(stop), name="archiver"))
     try:
         yield
     finally:

@@ -6,7 +6,14 @@ from app.admin.audit import AuditEntry
 from app.alerts import Alert
 from app.db import TurnSlot
 from app.keys.models import ApiKey, User
-from app.tasks.models import CallbackDelivery, Task, TaskArchive, TaskEvent
+from app.tasks.models import (
+    CallbackDelivery,
+    OpenTaskChange,
+    OpenTaskCount,
+    Task,
+    TaskArchive,
+    TaskEvent,
+)
 from app.upstream.accounts import UpstreamAccount
 from app.usage.models import Budget, LedgerEntry, Price
 from app.usage.rollup import DailySpend
@@ -21,6 +28,8 @@ __all__ = [
     "CallbackDelivery",
     "DailySpend",
     "LedgerEntry",
+    "OpenTaskChange",
+    "OpenTaskCount",
     "Price",
     "Task",
     "TaskArchive",

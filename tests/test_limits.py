@@ -94,6 +94,40 @@ async def test_global_cap_bounds_open_upstream_tasks(
     assert sim_state.peak_open == 5 and sim_state.calls["create"] == 5
 
 
+async def test_the_gateway_cap_counts_tasks_opened_and_ended_on_every_path(
+    make_gateway, sim_config, admin_headers
+) -> None:
+    # Two replicas; one user with a budget (its creates take the user's lock first), one without.
+    sim_config.queued_seconds = 60
+    replicas = [await make_gateway(max_tasks_in_flight_global=4) for _ in range(2)]
+    budgeted = await replicas[0].create_user("budgeted")
+    budget = {"period": "monthly", "limit_tokens": 10**12}
+    path = f"/admin/v1/users/{budgeted['id']}/budget"
+    assert (await replicas[0].client.put(path, json=budget, headers=admin_headers)).is_success
+    clients = [
+        replicas[0].as_user(await replicas[0].create_key(budgeted["id"])),
+        await replicas[1].user_client("plain"),
+    ]
+
+    async def create_each(times: int) -> list[tuple[httpx.AsyncClient, httpx.Response]]:
+        sent = [client for client in clients for _ in range(times)]
+        answers = await asyncio.gather(*(client.post(TASKS, json=body()) for client in sent))
+        refused = [
+            answer.json()["error"]["code"] for answer in answers if answer.status_code == 429
+        ]
+        assert set(refused) <= {"ConcurrencyLimitExceeded.Gateway"}
+        return list(zip(sent, answers, strict=True))
+
+    first = await create_each(4)
+    made = [(client, answer.json()["id"]) for client, answer in first if answer.is_success]
+    assert len(made) == 4
+    for client, task_id in made[:2]:  # cancelled: two places free
+        assert (await client.delete(f"{TASKS}/{task_id}")).is_success
+    second = await create_each(2)
+    assert [answer.status_code for _, answer in second].count(200) == 2
+    assert (await clients[1].post(TASKS, json=body())).status_code == 429
+
+
 async def test_overrides_per_user_and_key(make_gateway, admin_headers) -> None:
     gateway = await make_gateway(create_rate_limit="100/minute")
     user = await gateway.create_user("alice")

@@ -117,3 +117,57 @@ async def test_replicas_migrating_at_once_all_start(tmp_path: Path) -> None:
         outputs = [racer.communicate(timeout=120)[0] for racer in racers]
         assert [racer.returncode for racer in racers] == [0, 0, 0], outputs
         assert all("database at head" in output for output in outputs)
+
+
+async def test_the_open_task_counts_start_from_the_tasks_open_before() -> None:
+    """Migration 0020 counts the tasks already open; its trigger counts every move after."""
+    async with scratch_postgres(f"sgw_open_counts_{os.getpid()}") as url:
+        await upgrade_to_head(url, revision="0019")
+        engine = create_engine(url)
+        task = (
+            "INSERT INTO tasks (id, user_id, key_id, model, service_tier, status,"
+            " execution_expires_after, check_failures, archive, created_at, updated_at)"
+            " VALUES (:id, 'u', :key, 'm', 'default', :status, 1, 0, false, now(), now())"
+        )
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(
+                        "INSERT INTO users (id, name, disabled, created_at, updated_at)"
+                        " VALUES ('u', 'u', false, now(), now())"
+                    )
+                )
+                for key in ("k1", "k2"):
+                    await connection.execute(
+                        text(
+                            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash,"
+                            " created_at) VALUES (:key, 'u', '', 'sgw-x', :key, now())"
+                        ),
+                        {"key": key},
+                    )
+                before = [
+                    ("t1", "k1", "queued"),
+                    ("t2", "k1", "running"),
+                    ("t3", "k2", "unknown"),
+                    ("t4", "k2", "succeeded"),
+                ]
+                for task_id, key, status in before:
+                    await connection.execute(
+                        text(task), {"id": task_id, "key": key, "status": status}
+                    )
+            await upgrade_to_head(url)
+            counts = text("SELECT * FROM sgw_open_counts(:key, 'u')")
+            async with engine.begin() as connection:
+                assert tuple((await connection.execute(counts, {"key": "k1"})).one()) == (2, 3, 3)
+                await connection.execute(text("UPDATE tasks SET status = 'failed' WHERE id = 't2'"))
+                await connection.execute(text("DELETE FROM tasks WHERE id = 't3'"))
+                await connection.execute(
+                    text(task), {"id": "t5", "key": "k2", "status": "submitting"}
+                )
+            async with engine.begin() as connection:
+                assert tuple((await connection.execute(counts, {"key": "k2"})).one()) == (1, 2, 2)
+                await connection.execute(text("TRUNCATE tasks CASCADE"))
+            async with engine.begin() as connection:
+                assert tuple((await connection.execute(counts, {"key": "k1"})).one()) == (0, 0, 0)
+        finally:
+            await engine.dispose()

@@ -243,8 +243,9 @@ async def record_create(
 ) -> str | None:
     """PostgreSQL: insert a task and its reservation unless one more open task would exceed a
     cap or a browser token's allowance (`token_cap` tasks), in one statement outside any
-    transaction (`sgw_record_create`, migrations 0006 and 0008): the gateway-wide create lock is
-    held only while the server runs it. Returns the scope whose cap is reached (`Token`, `Key`,
+    transaction (`sgw_record_create`, migrations 0006, 0008 and 0020: the open tasks are read
+    from counts a trigger keeps): the gateway-wide create lock is held only while the server
+    runs it. Returns the scope whose cap is reached (`Token`, `Key`,
     `User`, `Gateway`), or None once recorded."""
     params = {
         "task": _row_json(task),
