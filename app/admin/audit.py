@@ -5,8 +5,9 @@ and the values before and after.
 A session an admin acts through carries the actor (`audited`); when it flushes, each new,
 changed or deleted row of an audited table adds an entry to the same transaction (flushed by the
 commit), so an action that fails (and rolls back) leaves none, and no path that changes these
-rows can skip it. Entries are made after the flush, so a new row is recorded by its own id. A key's
-hashes and an account's encrypted master key are never recorded (plaintexts are never on a row).
+rows can skip it. Entries are made after the flush, so a new row is recorded by its own id. A
+key's hashes and an account's encrypted master key are never recorded (plaintexts are never on a
+row).
 """
 
 from __future__ import annotations
