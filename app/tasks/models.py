@@ -251,13 +251,8 @@ class TaskEvent(SQLModel, table=True):
 
 class OpenTaskCount(SQLModel, table=True):
     """PostgreSQL: how many open tasks a scope (`gateway`, `user:<id>`, `key:<id>`) has, as of
-    the last create; the in-flight caps read it instead of counting the tasks (migration 0020).
-
-    A count of rows under the create lock cost as much as the index entries it walked, and a
-    task's every status change leaves one behind until VACUUM: 4.6 ms under the lock with 24
-    open tasks and 11,000 finished since the last vacuum. Only a create (holding the lock) writes
-    these rows; SQLite, one writer for the whole database, counts its rows instead.
-    """
+    the last create; the in-flight caps read it instead of counting the tasks (migration 0020
+    says why). Only a create, holding the create lock, writes these rows; SQLite counts rows."""
 
     __tablename__ = "open_task_counts"
 
