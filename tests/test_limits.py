@@ -244,3 +244,16 @@ async def test_in_process_windows_forget_idle_limits_once_many_exist(monkeypatch
     windows.hit(second, "one-more")
     assert windows.state(minute, "live").count == 1
     assert windows.allows(second, "address-0") and len(windows) == 2
+
+
+async def test_in_process_windows_hold_only_the_hits_of_their_window() -> None:
+    # A generous limit must not make the process keep every hit up to the limit: 1,000 a
+    # second, hit 300 times, then once more after that second, holds one hit, not 301.
+    per_second = parse_rate("1000/second")[0]
+    windows = LocalWindows()
+    for _ in range(300):
+        windows.hit(per_second, "key")
+    assert windows.held() == 300 and windows.state(per_second, "key").count == 300
+    await asyncio.sleep(1.05)
+    windows.hit(per_second, "key")
+    assert windows.held() == 1 and windows.state(per_second, "key").count == 1

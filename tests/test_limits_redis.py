@@ -175,3 +175,24 @@ async def test_concurrent_bad_keys_get_only_the_allowed_number_of_401s(make_gate
     answers = await asyncio.gather(*(client.get(TASKS) for client in bad))
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [401] * 20 + [429] * 80
+
+
+async def test_redis_holds_only_the_hits_within_each_window(make_gateway) -> None:
+    # A generous limit must not grow Redis by an entry for every request it allowed while
+    # traffic keeps the list alive: a window's list holds the hits of its window only.
+    prefix = f"sgw-test-{os.getpid()}-{time.monotonic_ns()}"
+    gateway = await make_gateway(
+        redis_url="redis://127.0.0.1:6379/0", redis_key_prefix=prefix, read_rate_limit="1000/second"
+    )
+    client = await gateway.user_client("alice")
+    for _ in range(20):
+        assert (await client.get(TASKS)).status_code == 200
+    store = redis.Redis(port=6379)
+    [window] = store.keys(f"{prefix}:window:*/read/*")
+    assert store.llen(window) == 20
+    for pause in (0.7, 0.5):  # the list never idles for its whole second, so it never expires
+        await asyncio.sleep(pause)
+        answer = await client.get(TASKS)
+    # Of the 22 hits, the last second holds the two spaced ones: the burst has left it.
+    assert store.llen(window) == 2
+    assert answer.headers["x-ratelimit-remaining"] == "998"

@@ -2,9 +2,9 @@
 
 The moving window of `limits` (and of `redis_windows`): a limit of N per window allows a hit
 while fewer than N hits fall in the window that ends now. Each limit keeps the times of its
-last N hits, oldest first, so a check reads one of them. `limits`' own in-memory storage did
-the same behind an asyncio lock per call and an expiry task in a thread: about 6% of a
-request's CPU for a check and a count, against a tenth of that here.
+hits in the window (at most N), oldest first, so a check reads one of them. `limits`' own
+in-memory storage did the same behind an asyncio lock per call and an expiry task in a thread:
+about 6% of a request's CPU for a check and a count, against a tenth of that here.
 """
 
 from __future__ import annotations
@@ -52,7 +52,14 @@ class LocalWindows:
             if len(self._windows) >= SWEEP_AT:
                 self._sweep()
             window = self._windows[key] = _Window(item.get_expiry(), deque(maxlen=item.amount))
-        window.hits.append(time.time())
+        now, hits = time.time(), window.hits
+        while hits and hits[0] <= now - window.expiry:  # only the window's hits are kept
+            hits.popleft()
+        hits.append(now)
+
+    def held(self) -> int:
+        """How many hit times the windows hold in all (what they cost this process)."""
+        return sum(len(window.hits) for window in self._windows.values())
 
     def state(self, item: RateLimitItem, key: str) -> WindowState:
         """The limit's hits in its window, and when the oldest of them leaves it."""

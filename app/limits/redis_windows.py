@@ -5,8 +5,8 @@ Checks that arrive while a call is in flight go together in the next call: one s
 them one after another, atomically, exactly as separate calls would, so under load many
 requests share one round trip (and the client's per-call CPU) without changing any verdict.
 
-Each limit keeps the list of its hits' times, newest first, trimmed to the limit: the moving
-window of `limits`, whose in-process counterpart the limiter keeps beside this one.
+Each limit keeps the list of its hits' times within its window, newest first: the moving window
+of `limits`, whose in-process counterpart the limiter keeps beside this one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from redis.asyncio import Redis
 # KEYS: one list per limit, request after request. ARGV: now, then per request: its number of
 # keys, hit (1 or 0), then limit and window seconds per key. Each request is refused if any of
 # its limits is full, and only then is nothing counted for it. Returns, per request, the
-# verdict, then each limit's count in its window and the time of its oldest hit in it.
+# verdict, then each limit's count in its window and the time of its oldest hit in it. Hits
+# that have left the window are dropped from the list's tail first, so a list holds only its
+# window's hits (never more than the limit): its length is the count, its tail the oldest.
 WINDOWS_SCRIPT = """
 local now = tonumber(ARGV[1])
 local reply = {}
@@ -32,10 +34,15 @@ while arg <= #ARGV do
     local hit = ARGV[arg + 1] == '1'
     local allowed = 1
     for i = 0, count - 1 do
+        local name = KEYS[key + i]
         local limit = tonumber(ARGV[arg + 2 + 2 * i])
         local expiry = tonumber(ARGV[arg + 3 + 2 * i])
-        local last = redis.call('lindex', KEYS[key + i], limit - 1)
-        if last and tonumber(last) > now - expiry then
+        local oldest = redis.call('lindex', name, -1)
+        while oldest and tonumber(oldest) <= now - expiry do
+            redis.call('rpop', name)
+            oldest = redis.call('lindex', name, -1)
+        end
+        if redis.call('llen', name) >= limit then
             allowed = 0
         end
     end
@@ -49,21 +56,12 @@ while arg <= #ARGV do
             redis.call('ltrim', name, 0, limit - 1)
             redis.call('expire', name, expiry)
         end
-        local low, high, oldest = 0, redis.call('llen', name) - 1, -1
-        while low <= high do
-            local mid = math.floor((low + high) / 2)
-            if tonumber(redis.call('lindex', name, mid)) > now - expiry then
-                oldest = mid
-                low = mid + 1
-            else
-                high = mid - 1
-            end
-        end
+        local held = redis.call('llen', name)
         local at = now
-        if oldest >= 0 then
-            at = tonumber(redis.call('lindex', name, oldest))
+        if held > 0 then
+            at = tonumber(redis.call('lindex', name, -1))
         end
-        table.insert(reply, oldest + 1)
+        table.insert(reply, held)
         table.insert(reply, tostring(at))
     end
     key = key + count
