@@ -84,7 +84,10 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
     )
     print(
         f"creates/s with --workers 2: {wrk['creates_per_second_two_workers']} "
-        f"(x{wrk['two_workers_vs_one']} one worker); gateway memory {wrk['gateway_rss_mib_start']}"
+        f"(x{wrk['two_workers_vs_one']} one worker), CPU per create "
+        f"{wrk['two_workers_cpu_ms_per_create']} ms (both workers) and PostgreSQL "
+        f"{wrk['two_workers_postgres_cpu_ms_per_create']} ms; gateway memory "
+        f"{wrk['gateway_rss_mib_start']}"
         f" -> {wrk['gateway_rss_mib_end']} MiB over {wrk['gateway_requests_served']} requests "
         f"(x{wrk['rss_growth_ratio']})"
     )

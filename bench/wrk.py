@@ -47,8 +47,18 @@ OPEN = "gateway: open-task retrieve, refreshed upstream"
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+    """User + system CPU time so far of a process and its children (`--workers 2`: uvicorn's
+    supervisor and its two workers)."""
+    return sum(_stat_cpu(Path(f"/proc/{each}/stat").read_text()) for each in _tree(pid))
+
+
+def _tree(pid: int) -> list[int]:
+    children = [
+        int(child)
+        for threads in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in threads.read_text().split()
+    ]
+    return [pid, *(each for child in children for each in _tree(child))]
 
 
 def postgres_cpu_seconds() -> float:
@@ -224,6 +234,10 @@ def _report(
         "rows": rows,
         "creates_per_second_two_workers": two_workers["rps"],
         "two_workers_vs_one": round(two_workers["rps"] / medians[CREATE]["rps"], 2),
+        # Where cores are short, throughput cannot show scaling; CPU per create (both workers'
+        # together) shows whether a second worker adds work of its own (contention) or none.
+        "two_workers_cpu_ms_per_create": two_workers["cpu_ms_per_request"],
+        "two_workers_postgres_cpu_ms_per_create": two_workers["postgres_cpu_ms_per_request"],
         "gateway_rss_mib_start": round(rss_start / 1024, 1),
         "gateway_rss_mib_end": round(rss_end / 1024, 1),
         "rss_growth_ratio": round(rss_end / rss_start, 2),
