@@ -158,15 +158,16 @@ class BodyLimitMiddleware:
             await self._refuse(scope, receive, send)
             return
         received = 0
-        deadline = time.monotonic() + self.read_timeout
+        deadline = asyncio.get_running_loop().time() + self.read_timeout
         body_done = False
 
         async def counting_receive() -> Message:
             nonlocal received, body_done
             if body_done:  # later reads only wait for a disconnect: no deadline there
                 return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            try:  # not `wait_for`: it would run each read as a task of its own
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 raise RequestTimeout(
                     f"The request body did not arrive within {self.read_timeout:g} seconds.",
