@@ -23,9 +23,37 @@ from redis.asyncio import Redis
 # keys, hit (1 or 0), then limit and window seconds per key. Each request is refused if any of
 # its limits is full, and only then is nothing counted for it. Returns, per request, the
 # verdict, then each limit's count in its window and the time of its oldest hit in it. Hits
-# that have left the window are dropped from the list's tail first, so a list holds only its
-# window's hits (never more than the limit): its length is the count, its tail the oldest.
+# that have left the window are dropped first, so a list holds only its window's hits (never
+# more than the limit): its length is the count, its tail the oldest.
 WINDOWS_SCRIPT = """
+-- The expired hits are the list's tail: popped one by one, or, past a few (a list written
+-- before hits were dropped, up to the limit long), cut in one LTRIM found by bisection, so
+-- no call holds Redis for long.
+local function drop_expired(name, cutoff)
+    for _ = 1, 16 do
+        local oldest = redis.call('lindex', name, -1)
+        if not oldest or tonumber(oldest) > cutoff then
+            return
+        end
+        redis.call('rpop', name)
+    end
+    local low, high = 0, redis.call('llen', name) - 1
+    local first = high + 1
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        if tonumber(redis.call('lindex', name, mid)) <= cutoff then
+            first, high = mid, mid - 1
+        else
+            low = mid + 1
+        end
+    end
+    if first == 0 then
+        redis.call('del', name)
+    else
+        redis.call('ltrim', name, 0, first - 1)
+    end
+end
+
 local now = tonumber(ARGV[1])
 local reply = {}
 local key, arg = 1, 2
@@ -37,11 +65,7 @@ while arg <= #ARGV do
         local name = KEYS[key + i]
         local limit = tonumber(ARGV[arg + 2 + 2 * i])
         local expiry = tonumber(ARGV[arg + 3 + 2 * i])
-        local oldest = redis.call('lindex', name, -1)
-        while oldest and tonumber(oldest) <= now - expiry do
-            redis.call('rpop', name)
-            oldest = redis.call('lindex', name, -1)
-        end
+        drop_expired(name, now - expiry)
         if redis.call('llen', name) >= limit then
             allowed = 0
         end
