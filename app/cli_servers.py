@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from app import demo
 from app.config import Settings
-from app.lifespan import open_resources, running_poller
+from app.lifespan import open_resources, running_background
 from app.main import create_app
 from app.migrate import upgrade_to_head
 from app.ops.router import worker_metrics_app
@@ -73,7 +73,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         worker_settings = settings.model_copy(update={"poller_enabled": True})
-        async with open_resources(worker_settings) as resources, running_poller(resources):
+        async with open_resources(worker_settings) as resources, running_background(resources):
             if args.metrics_port is None:
                 await stop.wait()
                 return

@@ -206,10 +206,10 @@ def archiver_for(resources: Resources, store: ObjectStore) -> Archiver:
 
 
 @contextlib.asynccontextmanager
-async def running_poller(resources: Resources) -> AsyncIterator[None]:
-    """Run the poller, and the archiver when the archive is on, in the background for the
-    duration of the block (if enabled); on PostgreSQL, the vacuum of the open-count notes
-    always (every process that creates folds them)."""
+async def running_background(resources: Resources) -> AsyncIterator[None]:
+    """Run the process's background work for the duration of the block: the poller, and the
+    archiver when the archive is on (if the poller is enabled); on PostgreSQL, the vacuum of the
+    open-count notes always (every process that creates folds them)."""
     stop = asyncio.Event()
     tasks = []
     if not is_sqlite(resources.settings.database_url):

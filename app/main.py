@@ -38,7 +38,7 @@ from app.errors import (
     ServiceUnavailable,
 )
 from app.health import router as health_router
-from app.lifespan import open_resources, running_poller
+from app.lifespan import open_resources, running_background
 from app.middleware import (
     BodyLimitMiddleware,
     ListedOriginsCORS,
@@ -71,7 +71,7 @@ def create_app(
             settings, upstream_transport=upstream_transport, callback_transport=callback_transport
         ) as resources:
             app.state.resources = resources
-            async with running_poller(resources):
+            async with running_background(resources):
                 yield
 
     app = FastAPI(

@@ -245,8 +245,8 @@ async def record_create(
     cap or a browser token's allowance (`token_cap` tasks), in one statement outside any
     transaction (`sgw_record_create`, migrations 0006, 0008 and 0020: the open tasks are read
     from counts a trigger keeps): the gateway-wide create lock is held only while the server
-    runs it. Returns the scope whose cap is reached (`Token`, `Key`,
-    `User`, `Gateway`), or None once recorded."""
+    runs it. Returns the scope whose cap is reached (`Token`, `Key`, `User`, `Gateway`), or
+    None once recorded."""
     params = {
         "task": _row_json(task),
         "reserve": _row_json(reserve),
