@@ -126,10 +126,12 @@ class RedisWindows:
     _sender: asyncio.Task[None] | None = field(init=False, default=None)  # kept: tasks are weak
 
     def __post_init__(self) -> None:
+        # No socket timeout (redis-py's default is 5 s): with one, every write goes through
+        # `asyncio.wait_for`, which on Python 3.11 makes a task of it, so the command waits a
+        # turn of the event loop and the request's own work cannot go on while it is on the
+        # wire. `_call` bounds the whole call instead.
         self.client = Redis.from_url(
-            self.url,
-            socket_timeout=self.timeout_seconds,
-            socket_connect_timeout=self.timeout_seconds,
+            self.url, socket_timeout=None, socket_connect_timeout=self.timeout_seconds
         )
         self.script = self.client.register_script(WINDOWS_SCRIPT)
 
@@ -174,7 +176,7 @@ class RedisWindows:
             for item in check.items:
                 args += [item.amount, item.get_expiry()]
         try:
-            reply: list[Any] = await self.script(keys=keys, args=args)
+            reply = await self._call(keys, args)
         except Exception as exc:  # every check of the call fails alike (the caller counts locally)
             for check in batch:
                 if not check.answer.done():
@@ -192,6 +194,16 @@ class RedisWindows:
             if not check.answer.done():  # its request may have been cancelled meanwhile
                 check.answer.set_result((bool(reply[at]), states))
             at += 1 + 2 * len(check.items)
+
+    async def _call(self, keys: list[str], args: list[str | float | int]) -> list[Any]:
+        """The script's reply, or TimeoutError after `timeout_seconds` (a call cut short closes
+        its connection: redis-py drops a connection whose read was interrupted)."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                reply: list[Any] = await self.script(keys=keys, args=args)
+                return reply
+        except TimeoutError:
+            raise TimeoutError(f"Redis did not answer within {self.timeout_seconds} s") from None
 
     async def close(self) -> None:
         """Close the connection pool."""
