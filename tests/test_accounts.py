@@ -157,6 +157,36 @@ async def test_a_full_account_hands_the_create_on_and_a_draining_one_takes_none(
     assert len(sims.state("b").tasks) == before
 
 
+async def test_a_create_its_key_rate_refuses_takes_no_account_create(
+    make_gateway, sims: Sims, admin_headers
+) -> None:
+    gateway = await pool_gateway(make_gateway, sims, admin_headers)
+    for account in ("default", "b"):
+        patched = await gateway.client.patch(
+            f"/admin/v1/accounts/{account}", headers=admin_headers, json={"creates_per_minute": 1}
+        )
+        assert patched.status_code == 200, patched.text
+    await gateway.app.state.resources.upstream.refresh(force=True)
+    user = await gateway.create_user("alice")
+    alice = gateway.as_user(await gateway.create_key(user["id"]))
+    limited = await gateway.client.patch(
+        f"/admin/v1/users/{user['id']}",
+        headers=admin_headers,
+        json={"create_rate_limit": "1/minute"},
+    )
+    assert limited.status_code == 200, limited.text
+    bob = await gateway.user_client("bob")
+
+    async def code(client: httpx.AsyncClient) -> str:
+        answer = await client.post(TASKS, json=body())
+        return "ok" if answer.status_code == 200 else str(answer.json()["error"]["code"])
+
+    assert await code(alice) == "ok"
+    assert await code(alice) == "RateLimitExceeded.KeyCreate"
+    assert await code(bob) == "ok"  # the create the refused one did not take
+    assert await code(bob) == "RateLimitExceeded.UpstreamAccounts"
+
+
 async def test_a_refused_key_leaves_rotation_at_once_and_returns_when_it_works(
     make_gateway, sims: Sims, admin_headers
 ) -> None:

@@ -57,6 +57,26 @@ async def test_rejected_by_rate_limit_writes_nothing(make_gateway, sim_state) ->
     assert await database_rows(gateway.app) == before
 
 
+async def test_a_refused_create_rate_outranks_every_other_answer(make_gateway, sim_state) -> None:
+    # The rate check is on its way to Redis while the body is parsed and the row built.
+    gateway = await make_gateway(create_rate_limit="1/minute")
+    client = await gateway.user_client("alice")
+    made = await client.post(TASKS, json=body(), headers={"Idempotency-Key": "once"})
+    assert made.status_code == 200
+    before = await database_rows(gateway.app)
+    refused = [
+        await client.post(
+            TASKS, content=b'{"model": ', headers={"Content-Type": "application/json"}
+        ),
+        await client.post(TASKS, json=body(model="no-such-model")),
+        await client.post(TASKS, json=body(), headers={"Idempotency-Key": "once"}),  # a replay
+    ]
+    for answer in refused:
+        assert_limit_429(answer, "RateLimitExceeded.KeyCreate")
+    assert await database_rows(gateway.app) == before
+    assert sim_state.calls["create"] == 1
+
+
 async def test_in_flight_cap_per_key_frees_when_a_task_ends(make_gateway, sim_config) -> None:
     sim_config.queued_seconds = 60
     gateway = await make_gateway(max_tasks_in_flight_per_key=3)

@@ -26,22 +26,26 @@ router = APIRouter(prefix="/api/v3/contents/generations/tasks", tags=["tasks"])
 async def create_task(
     request: Request,
     resources: ResourcesDep,
-    auth: CreateCaller,
+    caller: CreateCaller,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> dict[str, Any]:
     """Create a video-generation task."""
-    create = validate_create(
-        await request.body(),
-        allowed_models=auth.allowed_models,
-        aliases=resources.settings.model_aliases,
-    )
-    return await creation.create_task(
-        resources=resources,
-        auth=auth,
-        request=create,
-        idempotency_key=idempotency_key,
-        request_id=request_id_of(request),
-    )
+    try:
+        create = validate_create(
+            await request.body(),
+            allowed_models=caller.auth.allowed_models,
+            aliases=resources.settings.model_aliases,
+        )
+        return await creation.create_task(
+            resources=resources,
+            auth=caller.auth,
+            request=create,
+            idempotency_key=idempotency_key,
+            request_id=request_id_of(request),
+            admitted=caller.admitted,
+        )
+    finally:
+        await caller.admitted()  # the rate's refusal outranks any other answer
 
 
 @router.get("")
