@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -63,16 +62,8 @@ async def create_task(
     request: CreateRequest,
     idempotency_key: str | None,
     request_id: str,
-    admitted: Callable[[], Awaitable[None]],
 ) -> dict[str, Any]:
-    """Record the task and its reservation, then forward it upstream; returns `{"id": ...}`.
-
-    `admitted()` raises when the caller's rate refuses the create. It is awaited before the
-    database is read for this request (a replay, a draft), or else once the row is built: the
-    rate check's round trip goes on while the body is validated and the row made.
-    """
-    if idempotency_key is not None or request.draft_task_ref is not None:
-        await admitted()  # a refused caller's creates never reach the database
+    """Record the task and its reservation, then forward it upstream; returns `{"id": ...}`."""
     # A session only for what needs one (a replay, a draft, a cache miss, a budget); it is
     # closed once the task is recorded, before the upstream is called.
     async with resources.sessionmaker() as session:
@@ -83,10 +74,15 @@ async def create_task(
             if replay is not None:
                 return replay
         body = dict(request.forward_body)
-        draft = None
+        draft_id = None
+        routes: list[PoolAccount] | None
         if request.draft_task_ref is not None:
             draft = await _draft_for(session, auth=auth, draft_ref=request.draft_task_ref)
             body["content"] = _with_upstream_draft(body["content"], draft)
+            draft_id = draft.id
+            routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
+        else:
+            routes = await _routes_or_wait(resources, model=request.model)
         task = new_row(
             Task,
             id=new_task_id(),
@@ -96,7 +92,7 @@ async def create_task(
             **request.task_fields(),
             execution_expires_after=request.execution_expires_after,
             callback_url=request.callback_url,
-            draft_task_id=None if draft is None else draft.id,
+            draft_task_id=draft_id,
             idempotency_key=idempotency_key,
             request_fingerprint=request.fingerprint,
             seed=request.seed,
@@ -104,12 +100,6 @@ async def create_task(
             next_check_at=utcnow() + submit_grace(resources.settings),
         )
         bind(task_id=task.id)
-        await admitted()  # before routing: choosing among accounts counts their creates
-        routes: list[PoolAccount] | None
-        if draft is not None:
-            routes = await resources.upstream.pinned(draft.account_id)  # the draft lives there
-        else:
-            routes = await _routes_or_wait(resources, model=request.model)
         task.account_id = routes[0].id if routes else None
         await _record(session, task=task, request=request, auth=auth, resources=resources)
     if routes is None:  # every account is full: it waits in the gateway's queue

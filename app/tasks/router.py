@@ -26,26 +26,22 @@ router = APIRouter(prefix="/api/v3/contents/generations/tasks", tags=["tasks"])
 async def create_task(
     request: Request,
     resources: ResourcesDep,
-    caller: CreateCaller,
+    auth: CreateCaller,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> dict[str, Any]:
     """Create a video-generation task."""
-    try:
-        create = validate_create(
-            await request.body(),
-            allowed_models=caller.auth.allowed_models,
-            aliases=resources.settings.model_aliases,
-        )
-        return await creation.create_task(
-            resources=resources,
-            auth=caller.auth,
-            request=create,
-            idempotency_key=idempotency_key,
-            request_id=request_id_of(request),
-            admitted=caller.admitted,
-        )
-    finally:
-        await caller.admitted()  # the rate's refusal outranks any other answer
+    create = validate_create(
+        await request.body(),
+        allowed_models=auth.allowed_models,
+        aliases=resources.settings.model_aliases,
+    )
+    return await creation.create_task(
+        resources=resources,
+        auth=auth,
+        request=create,
+        idempotency_key=idempotency_key,
+        request_id=request_id_of(request),
+    )
 
 
 @router.get("")
