@@ -58,7 +58,7 @@ async def test_rejected_by_rate_limit_writes_nothing(make_gateway, sim_state) ->
 
 
 async def test_a_refused_create_rate_outranks_every_other_answer(make_gateway, sim_state) -> None:
-    # The rate check is on its way to Redis while the body is parsed and the row built.
+    # Whatever the body says, and before a replay is looked up: nothing is read or written.
     gateway = await make_gateway(create_rate_limit="1/minute")
     client = await gateway.user_client("alice")
     made = await client.post(TASKS, json=body(), headers={"Idempotency-Key": "once"})

@@ -127,9 +127,8 @@ class RedisWindows:
 
     def __post_init__(self) -> None:
         # No socket timeout (redis-py's default is 5 s): with one, every write goes through
-        # `asyncio.wait_for`, which on Python 3.11 makes a task of it, so the command waits a
-        # turn of the event loop and the request's own work cannot go on while it is on the
-        # wire. `_call` bounds the whole call instead.
+        # `asyncio.wait_for`, which on Python 3.11 makes a task of it: the command leaves a turn
+        # of the event loop late, for 20-25 us more CPU a check. `_call` bounds the whole call.
         self.client = Redis.from_url(
             self.url, socket_timeout=None, socket_connect_timeout=self.timeout_seconds
         )
