@@ -6,7 +6,7 @@ import asyncio
 import re
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlmodel import col
 
 from app.db import utcnow
@@ -333,3 +333,16 @@ async def test_a_delete_drops_the_cached_answer_at_once(make_gateway) -> None:
     assert (await client.get(f"{TASKS}/{task_id}")).status_code == 200
     assert (await client.delete(f"{TASKS}/{task_id}")).status_code == 200
     assert (await client.get(f"{TASKS}/{task_id}")).status_code == 404
+
+
+async def test_the_id_stores_relaxed_commit_ends_with_its_transaction(make_pg_gateway) -> None:
+    """Storing a create's upstream id does not wait for its WAL flush; every later statement
+    on that connection, the next create's task and reservation among them, still does."""
+    gateway = await make_pg_gateway()
+    client = await gateway.user_client("alice")
+    ids = [(await client.post(TASKS, json=body())).json()["id"] for _ in range(3)]
+    for task_id in ids:  # each stored: visible at once
+        assert (await client.get(f"{TASKS}/{task_id}")).status_code == 200
+    statements = gateway.app.state.resources.statements
+    setting = text("SELECT current_setting('synchronous_commit')")
+    assert await statements.scalar(setting, {}) == "on"
