@@ -19,7 +19,7 @@ from typing import Any
 from bench.console import run_console
 from bench.proxy import run_proxy
 from bench.ratelimit import run_ratelimit
-from bench.trips import run_trips
+from bench.trips import ROUNDS, run_trips
 from bench.upstream_client import run_upstream_client
 from bench.wrk import run_wrk
 from tests.scratch_db import scratch_postgres
@@ -96,7 +96,8 @@ async def main(*, total: int, concurrency: int, output: Path | None) -> None:
         report["trips"]["round_trips"],
     )
     print_table(
-        "Added p50 latency at 100 requests/s (gateway minus the simulator direct)",
+        "Added p50 latency at 100 requests/s (gateway minus the simulator direct, sent in "
+        f"between; median of {ROUNDS} rounds)",
         report["trips"]["added_latency"],
     )
     print_table(

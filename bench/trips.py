@@ -4,7 +4,10 @@ Round trips are counted on the wire: the gateway reaches PostgreSQL and Redis th
 TCP forwarders, and every chunk a client sends that its server then answers is one round trip.
 Requests go one at a time, so each count belongs to one request kind. Added latency is the
 gateway's median at 100 requests a second (open loop: a request every 10 ms, whatever the
-answers do) minus the median of the same call made straight to the simulator.
+answers do) minus the median of the same call made straight to the simulator, sent at the same
+rate in between (5 ms after each gateway request), so that both sides meet the same moment of
+a machine whose speed drifts from one second to the next; the figure is the median of a few
+such rounds, with their range.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.e2e.processes import free_port
 SEQUENTIAL = 200
 RATE = 100
 RATE_SECONDS = 10
+ROUNDS = 3
 
 
 @dataclass
@@ -154,35 +158,39 @@ async def _added_latency(gateway: httpx.AsyncClient, simulator_url: str) -> list
         }
         rows = []
         for name, (through, straight) in pairs.items():
-            gateway_ms, direct_ms = await _steady(through), await _steady(straight)
+            rounds = [await _steady(through, straight) for _ in range(ROUNDS)]
+            added = sorted(gateway_ms - direct_ms for gateway_ms, direct_ms in rounds)
             rows.append(
                 {
                     "request": name,
-                    "gateway_p50_ms": round(gateway_ms, 2),
-                    "direct_p50_ms": round(direct_ms, 2),
-                    "added_p50_ms": round(gateway_ms - direct_ms, 2),
+                    "gateway_p50_ms": round(statistics.median(g for g, _ in rounds), 2),
+                    "direct_p50_ms": round(statistics.median(d for _, d in rounds), 2),
+                    "added_p50_ms": round(statistics.median(added), 2),
+                    "rounds": " ".join(f"{ms:+.2f}" for ms in added),
                 }
             )
     return rows
 
 
-async def _steady(send: Any) -> float:
-    """The median latency of a request sent every 1/RATE seconds for RATE_SECONDS."""
-    latencies: list[float] = []
+async def _steady(through: Any, straight: Any) -> tuple[float, float]:
+    """The median latencies of `through` and `straight`, each sent every 1/RATE seconds for
+    RATE_SECONDS, `straight` half a period after `through`."""
+    latencies: tuple[list[float], list[float]] = ([], [])
     codes: Counter[int] = Counter()
 
-    async def one() -> None:
+    async def one(send: Any, into: list[float]) -> None:
         began = time.perf_counter()
         answer = await send()
-        latencies.append(time.perf_counter() - began)
+        into.append(time.perf_counter() - began)
         codes[answer.status_code] += 1
 
     pending = []
     began = time.perf_counter()
-    for n in range(RATE * RATE_SECONDS):
-        await asyncio.sleep(max(0.0, began + n / RATE - time.perf_counter()))
-        pending.append(asyncio.create_task(one()))
+    for n in range(2 * RATE * RATE_SECONDS):
+        await asyncio.sleep(max(0.0, began + n / (2 * RATE) - time.perf_counter()))
+        side = n % 2
+        pending.append(asyncio.create_task(one((through, straight)[side], latencies[side])))
     await asyncio.gather(*pending)
     if set(codes) != {200}:
         raise SystemExit(f"steady load answered {dict(codes)}")
-    return statistics.median(latencies) * 1000
+    return statistics.median(latencies[0]) * 1000, statistics.median(latencies[1]) * 1000
