@@ -148,6 +148,19 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
+    """Whether an error SQLAlchemy raises as its generic DBAPIError is the database being out of
+    reach: it wraps so what asyncpg raises while PostgreSQL starts up (57P03) or shuts down."""
+    if exc.connection_invalidated:
+        return True
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        if isinstance(cause, DATABASE_UNAVAILABLE):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def _methods_at(request: Request) -> list[str]:
     """Every method some route serves at this path (FastAPI makes one route per method)."""
     methods: set[str] = set()
@@ -198,6 +211,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         error = ServiceUnavailable("The service is temporarily unavailable; retry later.")
         return error.to_response(request_id_of(request))
 
+    async def database_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, sa_exc.DBAPIError)
+        if not _is_unavailable(exc):
+            raise exc  # a fault of ours: the 500, logged with its traceback
+        return await database_unavailable(request, exc)
+
     async def client_disconnected(request: Request, exc: Exception) -> Response:
         # The client's end, not ours: nothing was written, and nobody reads this answer.
         logger.info("client went away during %s %s", request.method, request.url.path)
@@ -210,6 +229,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, client_disconnected)
     for error_class in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error_class, database_unavailable)
+    app.add_exception_handler(sa_exc.DBAPIError, database_error)
 
 
 def __getattr__(name: str) -> Any:

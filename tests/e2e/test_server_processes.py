@@ -262,6 +262,32 @@ def test_database_outages_answer_503_promptly_and_recover(stack: Stack) -> None:
         assert recovered[-1] == 200
 
 
+def test_a_restarting_database_answers_503_never_500(stack: Stack) -> None:
+    """PostgreSQL restarting refuses logins with 57P03, which SQLAlchemy wraps in its generic
+    DBAPIError (a 500 before); every path, the ORM's and the direct statements', answers 503."""
+    target = urlsplit(stack.database_url.replace("postgresql+asyncpg", "postgresql"))
+    proxy = ToggleProxy(target.port or 5432)
+    url = stack.database_url.replace(f":{target.port}/", f":{proxy.port}/")
+    gateway = stack.start_gateway(GATEWAY_DATABASE_URL=url, GATEWAY_DATABASE_TIMEOUT_SECONDS="2")
+    key = stack.new_key(gateway, "restart")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        user = {"Authorization": f"Bearer {key}"}
+        calls = [
+            lambda: client.get("/admin/v1/users", headers=admin),
+            lambda: client.get(TASKS, headers=user),
+            lambda: client.post(TASKS, content=CREATE, headers=user),
+        ]
+        assert [call().status_code for call in calls] == [200, 200, 200]
+        with proxy.starting_up():
+            time.sleep(1.1)  # past the second for which keys, accounts and prices are kept
+            answers = [call() for call in calls]
+            assert [answer.status_code for answer in answers] == [503, 503, 503]
+            assert {answer.json()["error"]["code"] for answer in answers} == {"ServiceUnavailable"}
+        time.sleep(0.5)
+        assert [call().status_code for call in calls] == [200, 200, 200]
+
+
 def test_database_lost_after_the_upstream_created_stops_sdk_retries(stack: Stack) -> None:
     """Upstream latency 3 s, the database gone at +1.2 s: one upstream task, found again."""
     target = urlsplit(stack.database_url.replace("postgresql+asyncpg", "postgresql"))
