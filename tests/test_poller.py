@@ -272,10 +272,11 @@ async def test_failed_creates_free_their_in_flight_places_within_seconds(
 
 
 async def unknown_behind_newer_tasks(
-    gateway: Gateway, simulator: FastAPI, sim_state: SimulatorState
+    gateway: Gateway, simulator: FastAPI, sim_state: SimulatorState, monkeypatch
 ) -> Task:
     """An unknown create whose upstream twin the account lists after 100 newer tasks: a scan
-    reaches it on the list's second page."""
+    of pages of 100 reaches it on the list's second page."""
+    monkeypatch.setattr("app.tasks.reconcile.PAGE_SIZE", 100)
     client = await gateway.user_client("alice")
     assert (await client.post(TASKS, json=body("[sim:error-after-create] fox"))).status_code == 502
     async with httpx.AsyncClient(
@@ -305,7 +306,7 @@ async def test_unknown_create_beyond_the_list_scan_waits_instead_of_being_reject
 ) -> None:
     """Busy accounts list hundreds of newer tasks first: a create whose twin lies past what one
     scan can read is never concluded lost; a deeper scan finds and adopts it."""
-    task = await unknown_behind_newer_tasks(gateway, simulator, sim_state)
+    task = await unknown_behind_newer_tasks(gateway, simulator, sim_state, monkeypatch)
     poller = poller_for(gateway.app.state.resources)
     monkeypatch.setattr("app.tasks.reconcile.MAX_PAGES", 1)
     await poller.run_once()
@@ -341,7 +342,7 @@ async def test_a_list_call_that_arrives_late_does_not_bring_the_next_within_its_
     one before, not from when that one was sent: a call that reached the upstream late still
     leaves it a whole second before the next, and the two-page scan completes."""
     gateway = await make_gateway(transport=LateFirstList(simulator))
-    task = await unknown_behind_newer_tasks(gateway, simulator, sim_state)
+    task = await unknown_behind_newer_tasks(gateway, simulator, sim_state, monkeypatch)
     monkeypatch.setattr("app.tasks.reconcile.MAX_PAGES", 2)
     await poller_for(gateway.app.state.resources).run_once()
     assert sim_state.calls["list"] == 2 and not sim_state.calls["list_refused"]

@@ -77,6 +77,17 @@ async def test_list_filters_and_pages(sim: httpx.AsyncClient, config: SimConfig)
     assert (await sim.get(TASKS, params={"filter.service_tier": "flex"})).json()["total"] == 1
 
 
+async def test_list_pages_are_bounded_as_upstream(
+    sim: httpx.AsyncClient, config: SimConfig
+) -> None:
+    config.list_qps = 100  # five calls in a row
+    for name, value in (("page_size", 501), ("page_size", 0), ("page_num", 501), ("page_num", "x")):
+        refused = await sim.get(TASKS, params={name: value})
+        assert refused.status_code == 400, (name, value)
+        assert refused.json()["error"]["param"] == name
+    assert (await sim.get(TASKS, params={"page_size": 500, "page_num": 500})).status_code == 200
+
+
 async def test_the_accounts_calls_per_second_are_enforced(
     sim: httpx.AsyncClient, config: SimConfig
 ) -> None:

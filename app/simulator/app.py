@@ -162,8 +162,16 @@ def create_simulator_app(config: SimConfig) -> FastAPI:
         if (refused := await gate(request, "list")) is not None:
             return refused
         query = request.query_params
-        page_num = int(query.get("page_num") or 1)
-        page_size = int(query.get("page_size") or 20)
+        paging = {
+            "page_num": query.get("page_num") or "1",
+            "page_size": query.get("page_size") or "20",
+        }
+        for name, value in paging.items():  # the upstream's bounds: [1, 500] each
+            if not value.isdigit() or not 1 <= int(value) <= 500:
+                return _error(
+                    400, "InvalidParameter", f"{name} must be within [1, 500].", param=name
+                )
+        page_num, page_size = int(paging["page_num"]), int(paging["page_size"])
         ids = set(query.getlist("filter.task_ids"))
         state.calls["unknown_task"] += sum(1 for task_id in ids if state.find(task_id) is None)
         tier = query.get("filter.service_tier") or "default"

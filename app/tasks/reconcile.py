@@ -45,8 +45,9 @@ LATEST = timedelta(seconds=120)
 # The upstream lists a task within seconds of creating it: a create this old that no list
 # shows never landed.
 RESOLVE_AFTER = timedelta(seconds=20)
-PAGE_SIZE = 100
-# How far back one scan may read (2,000 tasks); tasks older than that wait for a later cycle.
+# The upstream's largest page: each list call (one a second per account) reaches furthest back.
+PAGE_SIZE = 500
+# How far back one scan may read (10,000 tasks); tasks older than that wait for a later cycle.
 MAX_PAGES = 20
 
 
