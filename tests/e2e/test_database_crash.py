@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, MASTER_KEY
+from tests.conftest import MASTER_KEY
+from tests.e2e.conftest import Stack
 from tests.e2e.private_postgres import PrivatePostgres, private_postgres
-from tests.e2e.processes import clean_env, free_port, issue_key, start, start_simulator
+from tests.e2e.processes import start_simulator
 from tests.scratch_db import fetch_rows
 
 TASKS = "/api/v3/contents/generations/tasks"
@@ -31,12 +32,8 @@ async def test_a_crashed_database_loses_no_task_and_no_money(tmp_path: Path) -> 
     budget = {"max_queued": 100_000, "get_qps": 1000}
     httpx.patch(f"{simulator.url}/_sim/config", json=budget).raise_for_status()
     with private_postgres() as database:
-        port = free_port()
-        env = clean_env(
-            GATEWAY_UPSTREAM_API_KEY=MASTER_KEY,
-            GATEWAY_UPSTREAM_BASE_URL=f"{simulator.url}/api/v3",
-            GATEWAY_DATABASE_URL=database.url,
-            GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
+        stack = Stack(simulator=simulator, database_url=database.url, tmp=tmp_path)
+        gateway = stack.start_gateway(
             GATEWAY_DATABASE_TIMEOUT_SECONDS="2",
             GATEWAY_UPSTREAM_TIMEOUT_SECONDS="5",  # a create with no outcome: reconciled at 15 s
             GATEWAY_POLL_INTERVAL_SECONDS="0.5",
@@ -46,17 +43,17 @@ async def test_a_crashed_database_loses_no_task_and_no_money(tmp_path: Path) -> 
             GATEWAY_MAX_TASKS_IN_FLIGHT_PER_USER="100000",
             GATEWAY_MAX_TASKS_IN_FLIGHT_GLOBAL="100000",
         )
-        gateway = start(["serve", "--port", str(port)], env=env, port=port, log=tmp_path / "gw.log")
         try:
-            key = issue_key(gateway.url, admin_token=ADMIN_TOKEN, user_name="crash")
+            key = stack.new_key(gateway, "crash")
             answered, codes = await _create_through_crashes(gateway.url, key, database)
             assert codes[200] == len(answered) > 100
             assert set(codes) <= {200, 503}, codes  # a database away is a 503, never a 500
             tasks = await _settled(database)
             billed = httpx.get(f"{simulator.url}/_sim/tasks").json()
         finally:
-            gateway.stop()
+            log = gateway.stop()
             simulator.stop()
+    assert MASTER_KEY not in log  # every traceback of the outage logged without it
     by_id = {row["id"]: row for row in tasks}
     assert {by_id[task_id]["status"] for task_id in answered} == {"succeeded"}
     owners = Counter(row["upstream_id"] for row in tasks if row["upstream_id"])
