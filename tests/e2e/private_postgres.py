@@ -62,8 +62,8 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         shutil.chown(folder, "postgres", "postgres")
     _as_postgres([str(_bin_dir() / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
     server = PrivatePostgres(data=data, port=free_port())
-    server.start()
     try:
+        server.start()
         createdb = [str(_bin_dir() / "createdb"), "-h", "127.0.0.1", "-p", str(server.port)]
         _as_postgres([*createdb, "-U", "postgres", "gateway"])
         yield server
