@@ -149,8 +149,8 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 
 
 def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
-    """Whether an error SQLAlchemy raises as its generic DBAPIError is the database being out of
-    reach: it wraps so what asyncpg raises while PostgreSQL starts up (57P03) or shuts down."""
+    """Whether a generic DBAPIError is the database being out of reach: SQLAlchemy raises one
+    for what asyncpg raises while PostgreSQL starts up (57P03) or shuts down."""
     if exc.connection_invalidated:
         return True
     cause: BaseException | None = exc.orig
