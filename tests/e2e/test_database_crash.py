@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import MASTER_KEY
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import NO_LIMITS, Stack
 from tests.e2e.private_postgres import PrivatePostgres, private_postgres
 from tests.e2e.processes import start_simulator
 from tests.scratch_db import fetch_rows
@@ -38,10 +38,7 @@ async def test_a_crashed_database_loses_no_task_and_no_money(tmp_path: Path) -> 
             GATEWAY_UPSTREAM_TIMEOUT_SECONDS="5",  # a create with no outcome: reconciled at 15 s
             GATEWAY_POLL_INTERVAL_SECONDS="0.5",
             GATEWAY_UPSTREAM_POLL_QPS="200",
-            GATEWAY_CREATE_RATE_LIMIT="100000/minute",
-            GATEWAY_MAX_TASKS_IN_FLIGHT_PER_KEY="100000",
-            GATEWAY_MAX_TASKS_IN_FLIGHT_PER_USER="100000",
-            GATEWAY_MAX_TASKS_IN_FLIGHT_GLOBAL="100000",
+            **NO_LIMITS,
         )
         try:
             key = stack.new_key(gateway, "crash")

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import NO_LIMITS, Stack
 from tests.e2e.processes import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -51,12 +51,7 @@ def summary(stdout: str) -> str:
 
 def test_every_operation_survives_schemathesis(stack: Stack, tmp_path: Path) -> None:
     gateway = stack.start_gateway(
-        GATEWAY_CREATE_RATE_LIMIT="100000/minute",
-        GATEWAY_READ_RATE_LIMIT="100000/minute",
-        GATEWAY_AUTH_FAILURE_LIMIT="100000/minute",
-        GATEWAY_MAX_TASKS_IN_FLIGHT_PER_KEY="100000",
-        GATEWAY_MAX_TASKS_IN_FLIGHT_PER_USER="100000",
-        GATEWAY_MAX_TASKS_IN_FLIGHT_GLOBAL="100000",
+        **NO_LIMITS,
         GATEWAY_UPSTREAM_TIMEOUT_SECONDS="3",
         GATEWAY_ACCOUNT_KEYS_SECRET="fuzz-accounts-secret",
     )
